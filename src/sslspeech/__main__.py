@@ -1,0 +1,5 @@
+"""`python -m sslspeech` is the `sslspeech` command."""
+
+from sslspeech.cli import main
+
+raise SystemExit(main())

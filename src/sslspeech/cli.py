@@ -1,0 +1,61 @@
+"""The `sslspeech` command: one program, one subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from sslspeech.errors import SSLSpeechError
+
+# name -> (module under sslspeech.commands, one-line help). Each module defines
+# `configure(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+log = logging.getLogger("sslspeech")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="sslspeech",
+        description="Self-supervised speech: pretrain, extract, cluster, evaluate.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = import_module(f"sslspeech.commands.{module_name}")
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from sslspeech import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args._run(args) or 0)
+    except SSLSpeechError as error:
+        print(f"sslspeech {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sslspeech {args.command}: interrupted", file=sys.stderr)
+        return 130

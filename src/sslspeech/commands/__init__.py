@@ -1,0 +1,4 @@
+"""One module per `sslspeech` subcommand: `configure(parser)` declares options, `run(args)` acts.
+
+Command modules import heavy dependencies inside `run`, so `sslspeech --help` stays fast.
+"""

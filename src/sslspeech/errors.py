@@ -1,0 +1,25 @@
+"""The exception family: every error sslspeech raises on purpose derives from SSLSpeechError."""
+
+
+class SSLSpeechError(Exception):
+    """Base class; the message says what was wrong, where (file, line, key) and how to fix it."""
+
+
+class ConfigError(SSLSpeechError, ValueError):
+    """A configuration value or key is invalid."""
+
+
+class CheckpointError(SSLSpeechError):
+    """A checkpoint cannot be read, is of an unknown format or is unsafe to load."""
+
+
+class UnsafePickleError(CheckpointError):
+    """A pickle asks for a global outside the allow-list; nothing was executed."""
+
+
+class DataError(SSLSpeechError):
+    """A manifest, audio file, feature store or units file is malformed."""
+
+
+class DownloadError(SSLSpeechError):
+    """A remote file could not be fetched (offline, bad URL, HTTP error)."""

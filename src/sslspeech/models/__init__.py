@@ -1,0 +1,1 @@
+"""Models: one encoder built from small parts, and HuBERT, HuBERTPretrain, DinoSR, SpidR on top."""

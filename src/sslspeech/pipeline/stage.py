@@ -1,0 +1,57 @@
+"""A stage: a typed function from files on disk to files on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Resources = Literal["cpu", "gpu", "train"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageContext:
+    """What a stage function gets: its named paths and parameters, and whether to resume."""
+
+    name: str
+    run_dir: Path
+    inputs: Mapping[str, Path]
+    outputs: Mapping[str, Path]
+    params: Mapping[str, Any]
+    device: str = "cpu"
+    resume: bool = False
+    """True when an earlier attempt with the same inputs did not finish (crash, kill)."""
+
+
+StageFunction = Callable[[StageContext], Mapping[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """`function(context) -> key results`; it writes every path of `outputs` and reads `inputs`.
+
+    The runner skips the stage when all outputs exist unchanged and the inputs and `params`
+    hash to the recorded value. `function` must be a module-level function (SLURM pickles it).
+    """
+
+    name: str
+    function: StageFunction
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources = "cpu"
+    """Which SLURM job the stage needs: a CPU job, one GPU, or the training launcher."""
+    clean: tuple[Path, ...] = ()
+    """Paths removed before a fresh (not resumed) attempt, e.g. a training work directory."""
+
+    def context(self, run_dir: Path, device: str, resume: bool) -> StageContext:
+        return StageContext(
+            name=self.name,
+            run_dir=run_dir,
+            inputs=dict(self.inputs),
+            outputs=dict(self.outputs),
+            params=dict(self.params),
+            device=device,
+            resume=resume,
+        )

@@ -1,1 +1,236 @@
-"""sslspeech.interop."""
+"""Reading and writing foreign checkpoints; `load_model(src, **overrides)` is the generic entry.
+
+Reader protocol (how a format plugs in)
+---------------------------------------
+A reader is any object with
+
+- `name: str` — the format, used in messages ("fairseq", "hf", ...);
+- `matches(source: CheckpointSource) -> bool` — decide from the *content* (never the file
+  name alone): `source.path` is a resolved local file or directory, `source.json(name)` reads a
+  JSON file of a directory (or next to a file), `source.payload` is the unpickled content of a
+  pickle file (read once with the allow-list unpickler `safe_pickle.load`, shared by all
+  readers), `source.is_pickle` tells whether the file is a torch/pickle file at all;
+- `read(source, overrides) -> LoadedCheckpoint` — return the model type, the flat config dict
+  (the fields of the model's config dataclass; what `config.json` holds besides `model_type`)
+  and the state dict with *native* key names. `overrides` (config fields given by the user) are
+  merged into the config afterwards by `load_checkpoint`; a reader may consult them to fill in
+  what the format does not record (torchaudio: `num_heads`, `layer_norm_first`).
+
+Modules listed in `READER_MODULES` are imported on first use; each exposes `READERS`, a list
+of reader objects, tried in order (the first that matches reads). `register_reader` adds one
+at run time. Model classes are found by `model_type` in `MODEL_CLASSES`; each has a classmethod
+`from_checkpoint(loaded: LoadedCheckpoint)` (given by `sslspeech.models.pretrained.Pretrained`,
+which also gives `from_pretrained` and `save_pretrained`: subclasses set `model_type` and
+`config_class`, and may override `adapt_checkpoint` to accept another model type's checkpoint).
+
+A SpidR/DinoSR module `sslspeech.interop.spidr` only needs `READERS = [...]`: it is tried
+before fairseq, so its `matches` may claim DinoSR fairseq `.ckpt` payloads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sslspeech.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Modules holding built-in readers, in matching order (training/native first).
+READER_MODULES = (
+    "sslspeech.interop.native",
+    "sslspeech.interop.hf",
+    "sslspeech.interop.spidr",
+    "sslspeech.interop.fairseq",
+    "sslspeech.interop.torchaudio",
+)
+
+#: model_type -> "module:Class".
+MODEL_CLASSES = {
+    "hubert": "sslspeech.models.hubert:HuBERT",
+    "hubert_pretrain": "sslspeech.models.hubert:HuBERTPretrain",
+    "spidr": "sslspeech.models.spidr:SpidR",
+    "dinosr": "sslspeech.models.dinosr:DinoSR",
+}
+
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a reader returns: enough to build the native model."""
+
+    model_type: str
+    """Key of MODEL_CLASSES ("hubert", "hubert_pretrain", "spidr", "dinosr")."""
+    config: dict[str, Any]
+    """Flat config fields of the model's config dataclass."""
+    state_dict: dict[str, torch.Tensor]
+    """Native parameter names -> tensors."""
+    format: str
+    """The reader's name, for messages."""
+
+
+class CheckpointSource:
+    """A resolved local file or directory and its content, read lazily and once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def is_dir(self) -> bool:
+        """Whether the source is a directory."""
+        return self.path.is_dir()
+
+    @property
+    def directory(self) -> Path:
+        """The directory itself, or the folder holding the file."""
+        return self.path if self.is_dir else self.path.parent
+
+    def json(self, name: str) -> dict[str, Any] | None:
+        """A JSON object file of the directory (or next to the file); None when absent."""
+        path = self.directory / name
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: not readable JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        return data
+
+    @cached_property
+    def is_pickle(self) -> bool:
+        """Whether the file starts like a torch.save zip or a pickle."""
+        if self.is_dir:
+            return False
+        with self.path.open("rb") as handle:
+            head = handle.read(4)
+        return head.startswith(_PICKLE_MAGIC)
+
+    @cached_property
+    def payload(self) -> Any:
+        """The unpickled content (allow-list unpickler; plain containers and tensors)."""
+        if not self.is_pickle:
+            raise CheckpointError(f"{self.path}: not a torch/pickle file")
+        from sslspeech.interop import safe_pickle
+
+        return safe_pickle.load(self.path)
+
+
+class CheckpointReader(Protocol):
+    """A checkpoint format (see the module docstring)."""
+
+    name: str
+
+    def matches(self, source: CheckpointSource) -> bool:
+        """Whether this reader understands the source's content."""
+        ...
+
+    def read(self, source: CheckpointSource, overrides: dict[str, Any]) -> LoadedCheckpoint:
+        """Model type, flat config and native state dict."""
+        ...
+
+
+_READERS: list[CheckpointReader] = []
+_LOADED_MODULES = False
+
+
+def register_reader(reader: CheckpointReader, *, first: bool = False) -> None:
+    """Add a reader (tried after the built-in ones unless `first`)."""
+    readers()
+    if first:
+        _READERS.insert(0, reader)
+    else:
+        _READERS.append(reader)
+
+
+def readers() -> list[CheckpointReader]:
+    """Every registered reader in matching order (imports READER_MODULES on first use)."""
+    global _LOADED_MODULES
+    if not _LOADED_MODULES:
+        _LOADED_MODULES = True
+        builtin: list[CheckpointReader] = []
+        for module_name in READER_MODULES:
+            if importlib.util.find_spec(module_name) is None:
+                continue
+            builtin.extend(importlib.import_module(module_name).READERS)
+        _READERS[:0] = builtin
+    return _READERS
+
+
+def detect(source: CheckpointSource) -> CheckpointReader:
+    """The first reader whose `matches` accepts the source."""
+    for reader in readers():
+        if reader.matches(source):
+            return reader
+    names = ", ".join(reader.name for reader in readers())
+    kind = "directory" if source.is_dir else "file"
+    raise CheckpointError(
+        f"{source.path}: unknown checkpoint format ({kind}; tried {names}). Expected a fairseq or "
+        "s3prl HuBERT .pt, a torchaudio .pth, a HF model directory, a SpidR/DinoSR checkpoint, a "
+        "training step_N.pt or a directory written by save_pretrained."
+    )
+
+
+def resolve(src: str | Path) -> Path:
+    """A local path for `src` (file, directory, HF model id or http(s) URL)."""
+    path = Path(src)
+    if path.exists():
+        return path
+    from sslspeech.interop import hub
+
+    return hub.resolve(src)
+
+
+def load_checkpoint(src: str | Path, **overrides: Any) -> LoadedCheckpoint:
+    """Read any supported checkpoint; `overrides` replace config fields."""
+    source = CheckpointSource(resolve(src))
+    reader = detect(source)
+    loaded = reader.read(source, overrides)
+    loaded.config = {**loaded.config, **overrides}
+    log.debug("read %s as %s (%s)", source.path, reader.name, loaded.model_type)
+    return loaded
+
+
+def model_class(model_type: str) -> type[nn.Module]:
+    """The model class registered for `model_type`."""
+    if model_type not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}"
+        )
+    module_name, class_name = MODEL_CLASSES[model_type].split(":")
+    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+
+
+def load_model(src: str | Path, **overrides: Any) -> nn.Module:
+    """The model the checkpoint holds (HuBERT, HuBERTPretrain, SpidR, DinoSR), in eval mode."""
+    loaded = load_checkpoint(src, **overrides)
+    cls = model_class(loaded.model_type)
+    return cls.from_checkpoint(loaded)  # type: ignore[attr-defined, no-any-return]
+
+
+__all__ = [
+    "MODEL_CLASSES",
+    "READER_MODULES",
+    "CheckpointReader",
+    "CheckpointSource",
+    "LoadedCheckpoint",
+    "detect",
+    "load_checkpoint",
+    "load_model",
+    "model_class",
+    "readers",
+    "register_reader",
+    "resolve",
+]

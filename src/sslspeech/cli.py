@@ -12,7 +12,11 @@ from sslspeech.errors import SSLSpeechError
 
 # name -> (module under sslspeech.commands, one-line help). Each module defines
 # `configure(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": ("pipeline", "run a recipe of stages (run RECIPE) or show a run (status RUN_DIR)"),
+    "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
+    "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),
+}
 
 log = logging.getLogger("sslspeech")
 

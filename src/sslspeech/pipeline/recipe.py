@@ -86,6 +86,8 @@ class TrainConfig:
     """Dotted training-config keys and values, e.g. {"optim.lr" = 5e-4}."""
     layers: list[int] = field(default_factory=list)
     """Layers scored by ABX to choose the best one; empty: every layer."""
+    layer: int | None = None
+    """Layer whose units are the next targets; none: the best by ABX (needs an item file)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,8 @@ LOCK_FILE = ".pipeline.lock"
 class Executor(Protocol):
     """Runs one stage function somewhere (this process, a SLURM job) and returns its results."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def execute(self, stage: Stage, context: StageContext) -> dict[str, Any]: ...
 

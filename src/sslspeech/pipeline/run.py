@@ -1,0 +1,58 @@
+"""Run a recipe: build its stages, pick the executor, run, gather results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor, SlurmResources
+from sslspeech.pipeline.recipe import Recipe, SlurmRequest, dump_toml, recipe_to_dict
+from sslspeech.pipeline.recipes import build_stages
+from sslspeech.pipeline.results import RECIPE_COPY, write_results
+from sslspeech.pipeline.runner import Executor, Runner
+from sslspeech.utils.fileio import atomic_open
+
+
+def _resources(request: SlurmRequest) -> SlurmResources:
+    return SlurmResources(
+        gpus_per_node=request.gpus_per_node,
+        cpus_per_task=request.cpus_per_task,
+        mem_gb=request.mem_gb,
+        timeout_min=request.timeout_min,
+        nodes=request.nodes,
+        tasks_per_node=1,
+    )
+
+
+def make_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Executor:
+    """The recipe's executor, or `name` ("local" / "slurm") when given."""
+    config = recipe.executor
+    if (name or config.name) == "local":
+        return LocalExecutor()
+    return SlurmExecutor(
+        folder=run_dir / "slurm",
+        resources={
+            "cpu": _resources(config.cpu),
+            "gpu": _resources(config.gpu),
+            "train": _resources(config.train),
+        },
+        account=config.account,
+        partition=config.partition,
+        qos=config.qos,
+        constraint=config.constraint,
+        cluster=config.cluster or None,
+    )
+
+
+def run_recipe(
+    recipe: Recipe, run_dir: Path | None = None, executor: str | None = None
+) -> dict[str, Any]:
+    """Run (or resume) every stage of `recipe` in `run_dir`; returns results.json's content."""
+    run_dir = (run_dir or recipe.run_dir).absolute()
+    stages = build_stages(recipe, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(run_dir / RECIPE_COPY) as handle:
+        handle.write("# Resolved sslspeech pipeline recipe (paths absolute).\n")
+        handle.write(dump_toml(recipe_to_dict(recipe)))
+    Runner(run_dir, stages, make_executor(recipe, run_dir, executor), recipe.device).run()
+    return write_results(run_dir)

@@ -1,0 +1,285 @@
+"""The stage functions: each reads its inputs and writes its outputs by calling the library
+(synth, data, features, units, evaluation, training); none holds recipe logic of its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sslspeech.errors import DataError
+from sslspeech.pipeline.stage import StageContext
+from sslspeech.utils.fileio import atomic_open
+
+log = logging.getLogger(__name__)
+
+Results = Mapping[str, Any]
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_open(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def checkpoint_of(path: Path) -> Path:
+    """A checkpoint path, or the one a `best.json` names."""
+    if path.suffix == ".json":
+        return Path(read_json(path)["checkpoint"])
+    return path
+
+
+def layer_of(context: StageContext) -> int:
+    """The layer: a parameter, or the best layer of an ABX JSON input."""
+    if "layer" in context.params:
+        return int(context.params["layer"])
+    return int(read_json(context.inputs["layer"])["best_layer"])
+
+
+# ---------------------------------------------------------------------- corpus and manifests
+
+
+def make_synthetic_corpus(context: StageContext) -> Results:
+    from sslspeech.synth import make_corpus
+
+    folder = context.outputs["manifest"].parent
+    if folder.exists():
+        shutil.rmtree(folder)  # deterministic for a seed: redo rather than patch a partial one
+    params = context.params
+    make_corpus(
+        folder, speakers=params["speakers"], utterances=params["utterances"], seed=params["seed"]
+    )
+    from sslspeech.data.manifest import read_manifest
+
+    manifest = read_manifest(context.outputs["manifest"])
+    seconds = sum(entry.num_samples for entry in manifest) / 16000
+    return {"utterances": len(manifest), "minutes": round(seconds / 60, 2)}
+
+
+def build_manifest(context: StageContext) -> Results:
+    from sslspeech.data.manifest import build_manifest as build
+
+    count = build(
+        context.inputs["audio"], context.outputs["manifest"], ext=context.params["extension"]
+    )
+    return {"utterances": count}
+
+
+def _held_out(fileid: str, fraction: float, seed: int) -> bool:
+    """Deterministic per utterance, independent of the manifest's order."""
+    digest = hashlib.sha256(f"{seed}:{fileid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_manifest(context: StageContext) -> Results:
+    """train/val/all manifests: the given validation manifest, or a held-out fraction."""
+    from sslspeech.data.manifest import read_manifest, write_manifest
+
+    entries = list(read_manifest(context.inputs["manifest"]))
+    if "val_manifest" in context.inputs:
+        train, val = entries, list(read_manifest(context.inputs["val_manifest"]))
+    else:
+        fraction, seed = context.params["val_fraction"], context.params["seed"]
+        val = [e for e in entries if _held_out(e.fileid, fraction, seed)]
+        train = [e for e in entries if not _held_out(e.fileid, fraction, seed)]
+        if not val or not train:
+            raise DataError(
+                f"{context.inputs['manifest']}: {len(entries)} utterances cannot be split into "
+                f"training and validation with val_fraction={fraction}; add utterances or set "
+                "[corpus] val_manifest"
+            )
+    write_manifest(train, context.outputs["train"])
+    write_manifest(val, context.outputs["val"])
+    write_manifest([*train, *val], context.outputs["all"])
+    return {"utterances": len(train) + len(val), "train": len(train), "val": len(val)}
+
+
+# ---------------------------------------------------------------------- features and units
+
+
+def extract_mfcc(context: StageContext) -> Results:
+    from sslspeech.features.extract import extract_features
+
+    extract_features(
+        context.inputs["manifest"], context.outputs["features"], kind="mfcc", device=context.device
+    )
+    return {}
+
+
+def extract_layer_features(context: StageContext) -> Results:
+    from sslspeech.features.extract import extract_features
+
+    layer = layer_of(context)
+    checkpoint = checkpoint_of(context.inputs["checkpoint"])
+    extract_features(
+        context.inputs["manifest"],
+        context.outputs["features"],
+        kind="model",
+        checkpoint=checkpoint,
+        layer=layer,
+        device=context.device,
+    )
+    return {"layer": layer}
+
+
+def fit_kmeans(context: StageContext) -> Results:
+    from sslspeech.features import open_store
+    from sslspeech.units.kmeans import fit_store
+
+    params = context.params
+    store = open_store(context.inputs["features"])
+    model = fit_store(
+        store, params["k"], fraction=params["fraction"], seed=params["seed"], device=context.device
+    )
+    model.save(context.outputs["kmeans"])
+    return {"k": model.k}
+
+
+def transcribe_units(context: StageContext) -> Results:
+    from sslspeech.units import transcribe
+
+    transcribe(
+        context.inputs["features"],
+        context.inputs["kmeans"],
+        context.outputs["units"],
+        device=context.device,
+    )
+    return {}
+
+
+def merge_labels(context: StageContext) -> Results:
+    """The training and validation manifests with the units as labels (50 Hz)."""
+    from sslspeech.units import merge
+
+    from_mfcc = bool(context.params["from_mfcc"])
+    for split in ("train", "val"):
+        merge(
+            context.inputs[split],
+            context.inputs["units"],
+            context.outputs[f"{split}_labels"],
+            from_mfcc=from_mfcc,
+        )
+    write_json(context.outputs["targets"], {"source": context.params["source"]})
+    return {}
+
+
+def unit_quality(context: StageContext) -> Results:
+    """PNMI, purities, perplexity of the units against the phone alignments, and the heatmap."""
+    from sslspeech.evaluation import quality
+
+    scores = quality.unit_quality(
+        context.inputs["units"],
+        context.inputs["alignments"],
+        frequency=context.params["frequency"],
+        heatmap=context.outputs["heatmap"],
+    )
+    write_json(context.outputs["scores"], scores)
+    return {"pnmi": scores["pnmi"]}
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+def _abx_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "speaker": params["speaker"],
+        "context": params["context"],
+        "max_size_group": params["max_size_group"],
+        "max_x_across": params["max_x_across"],
+        "seed": params["seed"],
+    }
+
+
+def score_abx_features(context: StageContext) -> Results:
+    from sslspeech.evaluation import abx
+
+    params = context.params
+    score = abx(
+        context.inputs["item"],
+        context.inputs["features"],
+        frequency=params["frequency"],
+        **_abx_options(params),
+    )
+    write_json(context.outputs["scores"], {"abx": score, **_abx_options(params)})
+    return {"abx": score}
+
+
+def score_abx_layers(context: StageContext) -> Results:
+    """ABX of every layer (or the listed ones) of a checkpoint; the best layer is the lowest."""
+    from sslspeech.evaluation.abx import abx_layers
+
+    params = context.params
+    checkpoint = checkpoint_of(context.inputs["checkpoint"])
+    scores = abx_layers(
+        context.inputs["item"],
+        checkpoint,
+        layers=params["layers"] or None,
+        device=context.device,
+        **_abx_options(params),
+    )
+    layers = [{"layer": layer, "abx": score} for layer, score in sorted(scores.items())]
+    best = min(layers, key=lambda entry: entry["abx"])
+    write_json(
+        context.outputs["scores"],
+        {
+            "checkpoint": str(checkpoint),
+            "layers": layers,
+            "best_layer": best["layer"],
+            "best_abx": best["abx"],
+            **_abx_options(params),
+        },
+    )
+    return {"best_layer": best["layer"], "abx": best["abx"]}
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _override(key: str, value: Any) -> str:
+    from sslspeech.training.config import format_toml_value
+
+    return f"{key}={value if isinstance(value, str) else format_toml_value(value)}"
+
+
+def train_model(context: StageContext) -> Results:
+    """One pretraining run; a rerun after a crash resumes from the run's last checkpoint."""
+    from sslspeech.training import train
+    from sslspeech.training.config import load_config
+
+    workdir = Path(context.params["workdir"])
+    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
+    overrides += [
+        _override("run.workdir", str(workdir)),
+        _override("data.manifest", str(context.inputs["train"])),
+        _override("data.val_manifest", str(context.inputs["val"])),
+    ]
+    config = load_config(context.inputs["config"], overrides)
+    summary = train(config)
+    return {"step": config.run.max_steps, **(summary or {})}
+
+
+def validate_checkpoints(context: StageContext) -> Results:
+    """Validation loss of every kept checkpoint; best.json names the lowest."""
+    from sslspeech.training import validate
+
+    workdir = Path(context.params["workdir"])
+    records = validate(
+        context.inputs["val"],
+        workdir / "checkpoints",
+        context.outputs["scores"],
+        device=context.device,
+    )
+    best = min(records, key=lambda record: record["loss"])
+    write_json(
+        context.outputs["best"],
+        {"checkpoint": best["checkpoint"], "val_loss": best["loss"], "step": best["step"]},
+    )
+    return {"best_checkpoint": best["checkpoint"], "val_loss": best["loss"], "step": best["step"]}

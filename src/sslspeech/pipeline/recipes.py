@@ -188,7 +188,7 @@ class _Builder:
         self.abx_of_features("mfcc", features, MFCC_RATE)
         return features
 
-    def train(self, iteration: int, train: Path, val: Path) -> Path | int:
+    def train(self, iteration: int, train: Path, val: Path) -> Path | int | None:
         """train -> validate -> ABX per layer; returns the chosen layer (or the ABX JSON)."""
         config = self.recipe.train_config(iteration)
         folder = self.run / f"it{iteration}"
@@ -219,14 +219,10 @@ class _Builder:
 
     def choose_layer(
         self, prefix: str, checkpoint: Path, layers: list[int], fixed: int | None
-    ) -> Path | int:
-        """ABX per layer when there is an item file; the layer is `fixed`, else the best one."""
+    ) -> Path | int | None:
+        """ABX per layer when there is an item file; the layer is `fixed`, else the best one
+        (the ABX JSON names it), None when neither is known."""
         if self.item is None:
-            if fixed is None:
-                raise ConfigError(
-                    f"{prefix}: no ABX item file to choose a layer with; set [corpus] item or "
-                    f"the layer (e.g. [{prefix}] layer = 6)"
-                )
             return fixed
         out = self.run / prefix / "abx.json"
         self.add(
@@ -241,8 +237,15 @@ class _Builder:
         )
         return out if fixed is None else fixed
 
-    def layer_features(self, prefix: str, checkpoint: Path, layer: Path | int, all_: Path) -> Path:
+    def layer_features(
+        self, prefix: str, checkpoint: Path, layer: Path | int | None, all_: Path
+    ) -> Path:
         """Features of a checkpoint's layer (a number, or the best layer of an ABX JSON)."""
+        if layer is None:
+            raise ConfigError(
+                f"{prefix}: no ABX item file to choose a layer with; set [corpus] item or "
+                f"the layer (e.g. [{prefix}] layer = 6)"
+            )
         out = self.run / prefix / "features"
         inputs = {"checkpoint": checkpoint, "manifest": all_}
         params: dict[str, Any] = {}
@@ -274,7 +277,7 @@ def build_stages(recipe: Recipe, run_dir: Path) -> list[Stage]:
     elif recipe.kind == "hubert":
         checkpoint = recipe.start.checkpoint
         assert checkpoint is not None
-        layer: Path | int
+        layer: Path | int | None
         if recipe.start.layer is not None:
             layer = recipe.start.layer
         else:

@@ -33,6 +33,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -183,17 +184,17 @@ def detect(source: CheckpointSource) -> CheckpointReader:
     )
 
 
-def resolve(src: str | Path) -> Path:
+def resolve(src: str | os.PathLike[str]) -> Path:
     """A local path for `src` (file, directory, HF model id or http(s) URL)."""
     path = Path(src)
     if path.exists():
         return path
     from sslspeech.interop import hub
 
-    return hub.resolve(src)
+    return hub.resolve(str(src))
 
 
-def load_checkpoint(src: str | Path, **overrides: Any) -> LoadedCheckpoint:
+def load_checkpoint(src: str | os.PathLike[str], **overrides: Any) -> LoadedCheckpoint:
     """Read any supported checkpoint; `overrides` replace config fields."""
     source = CheckpointSource(resolve(src))
     reader = detect(source)
@@ -210,14 +211,16 @@ def model_class(model_type: str) -> type[nn.Module]:
             f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}"
         )
     module_name, class_name = MODEL_CLASSES[model_type].split(":")
-    return getattr(importlib.import_module(module_name), class_name)  # type: ignore[no-any-return]
+    cls: type[nn.Module] = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
-def load_model(src: str | Path, **overrides: Any) -> nn.Module:
+def load_model(src: str | os.PathLike[str], **overrides: Any) -> nn.Module:
     """The model the checkpoint holds (HuBERT, HuBERTPretrain, SpidR, DinoSR), in eval mode."""
     loaded = load_checkpoint(src, **overrides)
     cls = model_class(loaded.model_type)
-    return cls.from_checkpoint(loaded)  # type: ignore[attr-defined, no-any-return]
+    model: nn.Module = cls.from_checkpoint(loaded)  # type: ignore[attr-defined]
+    return model
 
 
 __all__ = [

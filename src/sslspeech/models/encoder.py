@@ -304,6 +304,8 @@ class TransformerOutput(NamedTuple):
     """Full output of each layer run (fairseq `x_layer_i`, HF `hidden_states[i]`)."""
     ffn_outputs: list[Tensor]
     """Feed-forward output of each layer run, before the residual add."""
+    layer_input: Tensor
+    """Input of layer 1: x + pos_conv(x), normed first for post-LN (fairseq `x_layer_0`)."""
 
 
 class Transformer(nn.Module):
@@ -355,6 +357,7 @@ class Transformer(nn.Module):
         if not self.config.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
+        layer_input = x
         layer_outputs: list[Tensor] = []
         ffn_outputs: list[Tensor] = []
         for layer in self.layers[:num_layers]:
@@ -369,7 +372,7 @@ class Transformer(nn.Module):
                 x = out
         if num_layers == total and self.config.layer_norm_first:
             x = self.layer_norm(x)
-        return TransformerOutput(x, layer_outputs, ffn_outputs)
+        return TransformerOutput(x, layer_outputs, ffn_outputs, layer_input)
 
 
 class EncoderOutput(NamedTuple):
@@ -381,6 +384,8 @@ class EncoderOutput(NamedTuple):
     """Full output of each layer run."""
     ffn_outputs: list[Tensor]
     """Feed-forward output of each layer run, before the residual add."""
+    layer_input: Tensor
+    """[batch, frame, feature] input of layer 1."""
     frame_lengths: Tensor | None
     """[batch] valid frames per row (None when no lengths were given)."""
     conv_features: Tensor
@@ -405,7 +410,12 @@ class Encoder(nn.Module):
         x = self.feature_projection(features)
         out = self.transformer(x, frame_lengths, num_layers)
         return EncoderOutput(
-            out.output, out.layer_outputs, out.ffn_outputs, frame_lengths, features
+            out.output,
+            out.layer_outputs,
+            out.ffn_outputs,
+            out.layer_input,
+            frame_lengths,
+            features,
         )
 
     def extract(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:

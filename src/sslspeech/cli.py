@@ -13,6 +13,8 @@ from sslspeech.errors import SSLSpeechError
 # name -> (module under sslspeech.commands, one-line help). Each module defines
 # `configure(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "manifest": ("manifest", "list the audio of a directory or uncompressed tar (CSV/TSV/JSONL)"),
+    "check": ("check", "decode every manifest entry and report bad files (exit 1 if any)"),
     "pipeline": ("pipeline", "run a recipe of stages (run RECIPE) or show a run (status RUN_DIR)"),
     "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
     "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),

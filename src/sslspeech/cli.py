@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline", "run a recipe of stages (run RECIPE) or show a run (status RUN_DIR)"),
     "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
     "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),
+    "convert": ("convert", "rewrite a checkpoint (any supported format) as native or HF"),
 }
 
 log = logging.getLogger("sslspeech")

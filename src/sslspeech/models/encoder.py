@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslspeech.errors import DataError
+from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.configs import EncoderConfig
 
 
@@ -344,7 +344,7 @@ class Transformer(nn.Module):
         if num_layers is None:
             num_layers = total
         if not 1 <= num_layers <= total:
-            raise ValueError(f"num_layers must be in [1, {total}]; got {num_layers}")
+            raise ConfigError(f"num_layers must be in [1, {total}]; got {num_layers}")
         attn_mask = None
         if lengths is not None:
             pad = padding_mask(lengths, x.shape[1])

@@ -1,0 +1,152 @@
+"""Collate dataset items into a padded batch with frame-level padding and masks.
+
+Batch keys (a plain dict):
+
+- ``waveforms`` float32 ``(B, N)``, zero-padded; ``lengths`` long ``(B,)`` valid samples;
+- ``fileids`` list of str; ``indices`` long ``(B,)`` dataset indices;
+- with a `frame_lengths` function (a model's ``frame_lengths(lengths)``): ``frame_lengths`` long
+  ``(B,)`` and ``padding_mask`` bool ``(B, T)`` (True = padded frame, fairseq's convention),
+  ``T = frame_lengths(N)``;
+- with labels: ``labels`` long ``(B, L)`` padded with `label_pad` (default -100, the
+  ``ignore_index`` of ``F.cross_entropy``) and ``label_lengths`` long ``(B,)``;
+- with ``mask_prob > 0``: ``mask`` bool ``(B, T)`` (padding never masked, `masking.compute_mask`),
+  plus ``mask_indices`` long ``(B, K)`` when ``mask_indices=True`` (SpidR's form: sorted masked
+  positions, the same count K per row);
+- with ``mask_channel_prob > 0``: ``channel_mask`` bool ``(B, C)``, True = channel zeroed.
+
+Masks come from a generator seeded by the items' seeds (see `dataset.item_seed`), so they are
+identical in every DataLoader worker layout and after a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from sslspeech.data.masking import compute_mask, mask_to_indices
+from sslspeech.errors import ConfigError
+
+FrameLengths = Callable[[torch.Tensor], torch.Tensor]
+
+# wav2vec 2.0 / HuBERT base conv stack: (kernel, stride) per layer; 400-sample receptive field,
+# 320-sample hop (50 Hz).
+CONV_LAYERS: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
+
+
+def conv_frame_lengths(
+    lengths: torch.Tensor, layers: Sequence[tuple[int, int]] = CONV_LAYERS
+) -> torch.Tensor:
+    """Frames produced by a stack of unpadded 1-D convolutions for `lengths` input samples."""
+    out = torch.as_tensor(lengths).long()
+    for kernel, stride in layers:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+        out = out.clamp(min=0)
+    return out
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor], value: float | int = 0) -> torch.Tensor:
+    """Stack 1-D tensors of different lengths into `(B, max length)`, right-padded with `value`."""
+    longest = max((len(s) for s in sequences), default=0)
+    out = sequences[0].new_full((len(sequences), longest), value)
+    for row, sequence in enumerate(sequences):
+        out[row, : len(sequence)] = sequence
+    return out
+
+
+class Collator:
+    """Callable turning a list of `AudioDataset` items into a batch dict (keys in module doc)."""
+
+    def __init__(
+        self,
+        frame_lengths: FrameLengths | None = None,
+        *,
+        mask_prob: float = 0.0,
+        mask_length: int = 10,
+        min_masks: int = 2,
+        require_same_masks: bool = True,
+        mask_indices: bool = False,
+        mask_channel_prob: float = 0.0,
+        mask_channel_length: int = 10,
+        num_channels: int | None = None,
+        label_pad: int = -100,
+        seed: int = 0,
+    ) -> None:
+        if mask_prob > 0 and frame_lengths is None:
+            raise ConfigError("masking needs frame_lengths (e.g. model.frame_lengths)")
+        if mask_channel_prob > 0 and not num_channels:
+            raise ConfigError("channel masking needs num_channels (the model's feature size)")
+        self.frame_lengths = frame_lengths
+        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
+        self.require_same_masks = require_same_masks or mask_indices
+        self.mask_indices = mask_indices
+        self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
+        self.num_channels = num_channels
+        self.label_pad, self.seed = label_pad, seed
+
+    def _generator(self, items: Sequence[dict[str, Any]]) -> torch.Generator:
+        seeds = [self.seed, *(int(item.get("seed", item.get("index", 0))) for item in items)]
+        state = np.random.SeedSequence([s % 2**63 for s in seeds]).generate_state(2, np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ConfigError("cannot collate an empty batch")
+        waveforms = [item["waveform"] for item in items]
+        lengths = torch.tensor([len(w) for w in waveforms], dtype=torch.long)
+        batch: dict[str, Any] = {
+            "waveforms": pad_sequences(waveforms, 0.0),
+            "lengths": lengths,
+            "fileids": [item["fileid"] for item in items],
+            "indices": torch.tensor([int(item.get("index", -1)) for item in items]),
+        }
+        if items[0].get("labels") is not None:
+            labels = [item["labels"] for item in items]
+            batch["labels"] = pad_sequences(labels, self.label_pad).long()
+            batch["label_lengths"] = torch.tensor([len(x) for x in labels], dtype=torch.long)
+        if self.frame_lengths is not None:
+            frames = self.frame_lengths(lengths).long()
+            total = int(self.frame_lengths(lengths.max().reshape(1)).reshape(-1)[0])
+            batch["frame_lengths"] = frames
+            batch["padding_mask"] = torch.arange(total)[None, :] >= frames[:, None]
+            self._add_masks(batch, items, frames, total)
+        elif self.mask_channel_prob > 0:
+            self._add_masks(batch, items, None, 0)
+        return batch
+
+    def _add_masks(
+        self,
+        batch: dict[str, Any],
+        items: Sequence[dict[str, Any]],
+        frames: torch.Tensor | None,
+        total: int,
+    ) -> None:
+        if self.mask_prob <= 0 and self.mask_channel_prob <= 0:
+            return
+        generator = self._generator(items)
+        size = len(items)
+        if self.mask_prob > 0 and frames is not None:
+            mask = compute_mask(
+                (size, total),
+                self.mask_prob,
+                self.mask_length,
+                self.min_masks,
+                frames,
+                generator,
+                require_same_masks=self.require_same_masks,
+            )
+            batch["mask"] = mask
+            if self.mask_indices:
+                batch["mask_indices"] = mask_to_indices(mask)
+        if self.mask_channel_prob > 0:
+            assert self.num_channels is not None  # checked in __init__
+            batch["channel_mask"] = compute_mask(
+                (size, self.num_channels),
+                self.mask_channel_prob,
+                self.mask_channel_length,
+                0,
+                None,
+                generator,
+            )

@@ -1,0 +1,180 @@
+"""Dataset (crops aligned to labels, filtering, tar-backed loading in workers) and collate."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from sslspeech.data.audio import load_audio
+from sslspeech.data.collate import Collator, conv_frame_lengths
+from sslspeech.data.dataset import AudioDataset
+from sslspeech.data.manifest import ManifestEntry, read_manifest, write_manifest
+from sslspeech.data.sampler import BucketBatchSampler
+from sslspeech.data.scan import create_manifest
+from sslspeech.errors import ConfigError, DataError
+
+from .conftest import RATE, make_tar
+
+LENGTHS = {"a": 16000, "b": 9600, "c": 4160, "d": 320 * 7, "e": 1000}
+
+
+def ramp_corpus(tmp_path: Path, label_hop: int = 320) -> Path:
+    """WAVs whose sample n encodes n (so crops can be located) with units labelling each hop
+    of `label_hop` samples by its index; returns a CSV manifest with a units column."""
+    entries = []
+    for fileid, size in LENGTHS.items():
+        path = tmp_path / f"{fileid}.wav"
+        sf.write(path, (np.arange(size) % 32768 / 32768).astype(np.float32), RATE, subtype="FLOAT")
+        units = tuple(range(size // label_hop))
+        entries.append(ManifestEntry(fileid, str(path), size, units=units))
+    write_manifest(entries, tmp_path / "m.csv")
+    return tmp_path / "m.csv"
+
+
+def test_items_filtering_and_sizes(tmp_path: Path, caplog) -> None:
+    """Items are the manifest's waveforms; short ones are dropped and counted in the log."""
+    manifest = ramp_corpus(tmp_path)
+    with caplog.at_level(logging.INFO):
+        dataset = AudioDataset(manifest, min_samples=2000, max_samples=5000)
+    assert dataset.num_dropped == 1 and "dropped 1 of 5" in caplog.text
+    assert len(dataset) == 4 and dataset.sizes.tolist() == [5000, 5000, 4160, 2240]
+    item = dataset[2]
+    assert item["fileid"] == "c" and item["labels"] is None
+    np.testing.assert_array_equal(item["waveform"].numpy(), load_audio(tmp_path / "c.wav"))
+
+
+@pytest.mark.parametrize("label_rate", [50.0, 100.0])
+def test_random_crop_keeps_labels_aligned(tmp_path: Path, label_rate: float) -> None:
+    """Crops start on a label boundary and carry exactly the labels of the cropped samples
+    (50 Hz: 320 samples per label; 100 Hz MFCC labels: 160)."""
+    hop = int(RATE / label_rate)
+    manifest = ramp_corpus(tmp_path, hop)
+    dataset = AudioDataset(manifest, labels="manifest", label_rate=label_rate, max_samples=6400)
+    starts = set()
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        item = dataset[0]
+        wav = item["waveform"].numpy()
+        start = round(float(wav[0]) * 32768)
+        assert start % hop == 0 and len(wav) == 6400
+        assert item["labels"].tolist() == list(range(start // hop, start // hop + 6400 // hop))
+        starts.add(start)
+    assert len(starts) > 1  # crops move between epochs
+    uncropped = dataset[3]
+    assert uncropped["labels"].tolist() == list(range(LENGTHS["d"] // hop))
+
+
+def test_crops_are_reproducible(tmp_path: Path) -> None:
+    """Same seed and epoch -> same crop; the item seed changes with the epoch."""
+    manifest = ramp_corpus(tmp_path)
+    one, two = (AudioDataset(manifest, max_samples=3000, seed=9) for _ in range(2))
+    assert torch.equal(one[0]["waveform"], two[0]["waveform"])
+    seed0 = one[0]["seed"]
+    one.set_epoch(1)
+    assert one[0]["seed"] != seed0
+
+
+def test_labels_from_units_file_and_mapping(tmp_path: Path) -> None:
+    """Units JSONL and a dict work like the manifest column; missing ids and wrong durations
+    are DataErrors naming the utterance."""
+    manifest = ramp_corpus(tmp_path)
+    units = {f: list(range(n // 320)) for f, n in LENGTHS.items()}
+    path = tmp_path / "units.jsonl"
+    path.write_text("".join(json.dumps({"fileid": f, "units": u}) + "\n" for f, u in units.items()))
+    from_file = AudioDataset(manifest, labels=path)
+    from_dict = AudioDataset(manifest, labels=units)
+    assert from_file[1]["labels"].tolist() == from_dict[1]["labels"].tolist() == units["b"]
+    with pytest.raises(DataError, match="no units for 'e'"):
+        AudioDataset(manifest, labels={k: v for k, v in units.items() if k != "e"})
+    with pytest.raises(DataError, match="differs from the audio"):
+        AudioDataset(manifest, labels=units, label_rate=100.0)
+    with pytest.raises(ConfigError, match="whole number"):
+        AudioDataset(manifest, labels=units, label_rate=48.0)
+
+
+def test_normalize_standardizes_each_item(tmp_path: Path) -> None:
+    """normalize=True gives zero mean, unit variance per utterance."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), normalize=True)
+    wav = dataset[0]["waveform"]
+    assert abs(float(wav.mean())) < 1e-4 and abs(float(wav.std()) - 1) < 1e-3
+
+
+def test_conv_frame_lengths_of_the_base_stack() -> None:
+    """400-sample receptive field, 320 hop: 1 s -> 49 frames, 400 -> 1, 399 -> 0."""
+    assert conv_frame_lengths(torch.tensor([16000, 400, 399, 720, 0])).tolist() == [49, 1, 0, 2, 0]
+
+
+def test_collate_pads_and_masks(tmp_path: Path) -> None:
+    """Batch keys, padding values, frame padding mask, labels padded with -100, masks only on
+    valid frames with the same count per row, channel mask, and masks fixed by item seeds."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest", min_samples=2000)
+    collate = Collator(
+        conv_frame_lengths,
+        mask_prob=0.65,
+        mask_length=3,
+        mask_indices=True,
+        mask_channel_prob=0.2,
+        mask_channel_length=4,
+        num_channels=32,
+    )
+    items = [dataset[i] for i in range(len(dataset))]
+    batch = collate(items)
+    lengths = torch.tensor([16000, 9600, 4160, 2240])
+    assert torch.equal(batch["lengths"], lengths)
+    assert batch["waveforms"].shape == (4, 16000) and batch["fileids"] == ["a", "b", "c", "d"]
+    assert float(batch["waveforms"][3, 2240:].abs().sum()) == 0
+    frames = conv_frame_lengths(lengths)
+    assert torch.equal(batch["frame_lengths"], frames)
+    assert torch.equal(batch["padding_mask"].sum(1), 49 - frames)
+    assert batch["labels"].shape == (4, 50)
+    assert batch["labels"][3, 7:].eq(-100).all() and batch["labels"][3, :7].tolist() == list(
+        range(7)
+    )
+    assert torch.equal(batch["label_lengths"], torch.tensor([50, 30, 13, 7]))
+    mask = batch["mask"]
+    assert not (mask & batch["padding_mask"]).any()
+    assert len(set(mask.sum(1).tolist())) == 1 and mask.sum() > 0
+    assert batch["mask_indices"].shape == (4, int(mask.sum(1)[0]))
+    assert batch["channel_mask"].shape == (4, 32)
+    assert torch.equal(collate(items)["mask"], mask)
+    dataset.set_epoch(1)
+    assert not torch.equal(collate([dataset[i] for i in range(len(dataset))])["mask"], mask)
+    with pytest.raises(ConfigError, match="frame_lengths"):
+        Collator(mask_prob=0.5)
+
+
+def test_tar_backed_loader_in_worker_processes(corpus, tmp_path: Path) -> None:
+    """A DataLoader over tar members with 2 forked workers (each opens its own archive handle)
+    gives exactly the batches of the in-process loader, masks included."""
+    root, _ = corpus
+    tar_path = tmp_path / "c.tar"
+    make_tar(root, tar_path)
+    create_manifest(tar_path, tmp_path / "t.csv", ext="wav,flac", quiet=True)
+    dataset = AudioDataset(read_manifest(tmp_path / "t.csv"), max_samples=4000)
+    sampler = BucketBatchSampler(dataset.sizes, 9000, num_buckets=2, seed=1)
+    collate = Collator(conv_frame_lengths, mask_prob=0.5, mask_length=2)
+
+    def batches(workers: int) -> list[dict]:
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            multiprocessing_context="fork" if workers else None,
+        )
+        return list(loader)
+
+    serial, parallel = batches(0), batches(2)
+    assert len(serial) == len(parallel) == len(sampler) > 1
+    for one, two in zip(serial, parallel, strict=True):
+        assert one["fileids"] == two["fileids"]
+        assert torch.equal(one["waveforms"], two["waveforms"])
+        assert torch.equal(one["mask"], two["mask"])
+    assert sum(len(b["fileids"]) for b in serial) == 6

@@ -311,6 +311,10 @@ class TransformerOutput(NamedTuple):
 class Transformer(nn.Module):
     """Positional conv embedding, encoder norm and the stack of layers."""
 
+    zero_padding: bool = True
+    """Zero padding frames of the input (HF, fairseq). SpidR/DinoSR set False: the `spidr`
+    package leaves them as computed, which its teacher's instance norm over time sees."""
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
@@ -349,7 +353,8 @@ class Transformer(nn.Module):
         if lengths is not None:
             pad = padding_mask(lengths, x.shape[1])
             if bool(pad.any()):
-                x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+                if self.zero_padding:
+                    x = x.masked_fill(pad.unsqueeze(-1), 0.0)
                 attn_mask = (~pad)[:, None, None, :]
             else:
                 lengths = None

@@ -1,0 +1,349 @@
+"""DinoSR: a student encoder predicts, at masked frames, the online-codebook assignment of an
+EMA teacher's layer outputs (Liu et al. 2023), numerically as the `spidr` package computes it.
+
+`loss, stats = m(waveforms, mask=mask, lengths=lengths)`; in train mode the same call updates
+the online codebooks (see `sslspeech.models.codebook` for the all-reduce it runs when
+distributed). The training loop calls `m.update_teacher(step)` after each optimizer step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslspeech.errors import ConfigError, DataError
+from sslspeech.models.codebook import OnlineCodebooks, PredictionHeads, masked_prediction_loss
+from sslspeech.models.configs import EncoderConfig
+from sslspeech.models.ema import dinosr_ema_decay, ema_update_
+from sslspeech.models.encoder import Encoder, Transformer, TransformerOutput, padding_mask
+from sslspeech.models.pretrained import Pretrained
+
+
+@dataclass(frozen=True, kw_only=True)
+class DinoSRConfig(EncoderConfig):
+    """DinoSR: the encoder fields (SpidR/DinoSR base defaults) plus codebooks and EMA teacher.
+    Field names of the `spidr` package's DinoSRConfig are given as (spidr `name`)."""
+
+    extractor_mode: str = "layer_norm"
+    pos_conv_kernel: int = 95
+    pos_conv_depth: int = 5
+    qkv_bias: bool = False
+    projection_dropout: float = 0.0
+    normalize_input: bool = True
+    """Whether the recipe standardizes each waveform (SpidR and DinoSR: yes)."""
+    codebook_size: int = 256
+    """Codewords V per codebook (fairseq and spidr `codebook_size`)."""
+    codebook_decay: float = 0.9
+    """EMA decay of the codebook sums and counts (spidr `codebook_decay`, fairseq
+    `codebook_init_decay`)."""
+    num_codebooks: int = 8
+    """Codebooks K, one per teacher layer among the last K (fairseq `average_top_k_layers`)."""
+    ema_start_decay: float = 0.999
+    """Teacher EMA decay at step 0 (fairseq `ema_decay`)."""
+    ema_final_decay: float = 0.9999
+    """Teacher EMA decay from `ema_final_step` on (fairseq `ema_end_decay`)."""
+    ema_final_step: int = 30000
+    """End of the linear decay ramp (fairseq `ema_anneal_end_step`)."""
+    ema_exclude_layers: tuple[str, ...] = ("pos_conv_embed",)
+    """Teacher parameters (name prefixes) copied from the student instead of averaged (fairseq
+    `ema_layers_only`: the positional conv)."""
+    freeze_step: int = 200000
+    """From this step the teacher is frozen (decay 1) and the conv extractor and projection stop
+    training (fairseq `freeze_teacher_step`)."""
+    mask_prob: float = 0.8
+    """Span-start probability of the masks drawn when train-mode `forward` gets no mask."""
+    mask_length: int = 10
+    """Span length (frames) of those masks."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ema_exclude_layers", tuple(self.ema_exclude_layers))
+        super().__post_init__()
+        if not 1 <= self.num_codebooks <= self.num_layers:
+            raise ConfigError(
+                f"num_codebooks must be in [1, num_layers={self.num_layers}]; "
+                f"got {self.num_codebooks}"
+            )
+        if self.codebook_size < 1:
+            raise ConfigError(f"codebook_size must be >= 1; got {self.codebook_size}")
+        for name in ("codebook_decay", "ema_start_decay", "ema_final_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if self.pos_conv_depth < 2:
+            raise ConfigError(
+                f"pos_conv_depth must be >= 2 for SpidR/DinoSR (multi-conv positional embedding); "
+                f"got {self.pos_conv_depth}"
+            )
+        if self.ema_final_step < 1:
+            raise ConfigError(f"ema_final_step must be >= 1; got {self.ema_final_step}")
+        if not all(isinstance(prefix, str) for prefix in self.ema_exclude_layers):
+            raise ConfigError(
+                f"ema_exclude_layers must be a list of name prefixes; got {self.ema_exclude_layers}"
+            )
+
+
+def base(**overrides: Any) -> DinoSRConfig:
+    """DinoSR Base as reproduced by the `spidr` package: 12 layers, 768 wide, 8 codebooks of 256,
+    no q/k/v bias, layer drop 0.05."""
+    return DinoSRConfig(**overrides)
+
+
+def base_original(**overrides: Any) -> DinoSRConfig:
+    """The original fairseq DinoSR Base (same shapes, q/k/v projections with biases)."""
+    return DinoSRConfig(**{"qkv_bias": True, **overrides})
+
+
+PRESETS = {"base": base, "base_original": base_original}
+
+
+def mask_from_indices(indices: Tensor, num_frames: int) -> Tensor:
+    """(batch, masked) frame indices (the `spidr` package's `mask_indices`) -> (batch, frame)
+    bool mask."""
+    mask = torch.zeros(indices.shape[0], num_frames, dtype=torch.bool, device=indices.device)
+    return mask.scatter_(1, indices.long(), True)
+
+
+def _init_transformer_(module: nn.Module) -> None:
+    """The `spidr` package's transformer init: q/k/v Xavier (gain 1/sqrt 2), output projection
+    Xavier with zero bias, every other Linear N(0, 0.02) with zero bias."""
+    for name, child in module.named_modules():
+        if not isinstance(child, nn.Linear):
+            continue
+        if name.endswith("attention.qkv"):
+            nn.init.xavier_uniform_(child.weight, gain=2**-0.5)
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif name.endswith("attention.proj"):
+            nn.init.xavier_uniform_(child.weight)
+            nn.init.zeros_(child.bias)
+        else:
+            nn.init.normal_(child.weight, std=0.02)
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+
+
+class DinoSR(Pretrained):
+    """Student encoder, EMA teacher transformer, K prediction heads and K online codebooks.
+
+    Every head reads the student's final output (see `SpidR` for per-layer heads).
+    """
+
+    model_type: ClassVar[str] = "dinosr"
+    config_class: ClassVar[Any] = DinoSRConfig
+    config: DinoSRConfig
+    current_step: Tensor
+
+    def __init__(self, config: DinoSRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.encoder.transformer.zero_padding = False  # as the reference (see Transformer)
+        self.teacher = copy.deepcopy(self.encoder.transformer)
+        self.heads = PredictionHeads(config.num_codebooks, config.embed_dim, config.codebook_size)
+        self.codebooks = OnlineCodebooks(
+            config.num_codebooks, config.codebook_size, config.embed_dim, config.codebook_decay
+        )
+        self.mask_embedding = nn.Parameter(torch.empty(config.embed_dim).uniform_())
+        self.register_buffer("current_step", torch.zeros(1, dtype=torch.long))
+        for module in self.encoder.feature_extractor.modules():
+            if isinstance(module, nn.Conv1d):
+                nn.init.kaiming_normal_(module.weight)
+        _init_transformer_(self.encoder.transformer)
+        _init_transformer_(self.teacher)  # its own draw, as the reference
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+
+    # ----------------------------------------------------------------------------- basics
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers."""
+        return self.config.num_layers
+
+    @property
+    def num_codebooks(self) -> int:
+        """Number of codebooks (and prediction heads) K."""
+        return self.config.num_codebooks
+
+    @property
+    def student(self) -> Transformer:
+        """The student transformer (`encoder.transformer`), which the teacher mirrors."""
+        return self.encoder.transformer
+
+    def train(self, mode: bool = True) -> Self:
+        """Train/eval mode for everything but the teacher, which always runs in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def frame_lengths(self, lengths: Tensor, num_samples: int | None = None) -> Tensor:
+        """Valid frames per row for valid samples `lengths` (conv-length formula)."""
+        return self.encoder.feature_extractor.frame_lengths(lengths, num_samples)
+
+    def encode(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Student final output [batch, frame, feature]."""
+        return self.encoder(waveforms, lengths).output
+
+    def get_intermediate_outputs(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        num_layers: int | None = None,
+        before_residual: bool = True,
+    ) -> list[Tensor]:
+        """One [batch, frame, feature] tensor per student layer 1..num_layers: feed-forward output
+        before the residual add (True) or the full layer output (False)."""
+        out = self.encoder(waveforms, lengths, num_layers)
+        return out.ffn_outputs if before_residual else out.layer_outputs
+
+    @classmethod
+    def adapt_checkpoint(cls, loaded: Any) -> Any:
+        """A SpidR-layout checkpoint without config.json may hold either model (same layout):
+        accepted by both classes."""
+        from sslspeech.interop.spidr import WEIGHTS_ONLY
+
+        if loaded.format != WEIGHTS_ONLY or loaded.model_type not in ("spidr", "dinosr"):
+            return super().adapt_checkpoint(loaded)
+        fields = {field.name for field in dataclasses.fields(cls.config_class)}
+        config = {key: value for key, value in loaded.config.items() if key in fields}
+        return dataclasses.replace(loaded, model_type=cls.model_type, config=config)
+
+    # ----------------------------------------------------------------------------- teacher
+
+    def ema_decay(self, step: int) -> float:
+        """Teacher EMA decay at `step`: linear from `ema_start_decay` to `ema_final_decay` over
+        `ema_final_step` steps, then constant, then 1 from `freeze_step` on."""
+        cfg = self.config
+        return dinosr_ema_decay(
+            step, cfg.ema_start_decay, cfg.ema_final_decay, cfg.ema_final_step, cfg.freeze_step
+        )
+
+    def freeze_extractor(self) -> None:
+        """Stop training the conv extractor and the feature projection."""
+        self.encoder.feature_extractor.requires_grad_(False)
+        self.encoder.feature_projection.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_teacher(self, step: int) -> float:
+        """EMA update of the teacher towards the student for `step`; returns the decay used.
+
+        Records `step` in `current_step`; from `freeze_step` on freezes the extractor. Parameters
+        under `ema_exclude_layers` (and buffers) are copied; nothing moves when decay is 0 or 1.
+        """
+        self.current_step.fill_(step)
+        decay = self.ema_decay(step)
+        if step >= self.config.freeze_step:
+            self.freeze_extractor()
+        ema_update_(self.teacher, self.student, decay, self.config.ema_exclude_layers)
+        return decay
+
+    # ----------------------------------------------------------------------------- training
+
+    def forward(
+        self, waveforms: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-masked-frame loss [masked frames] (row-major) and stats {"target_ppl", "pred_ppl"}.
+
+        `mask` [batch, frame] bool, True = masked (frames replaced by the mask embedding and
+        predicted). None: in train mode a span mask is drawn from `mask_prob`/`mask_length`; in
+        eval mode nothing is masked and every valid frame is predicted. In train mode the call
+        updates the codebooks (assignments made before the update).
+        """
+        features, frame_lengths = self.encoder.extract(waveforms, lengths)
+        projection = self.encoder.feature_projection
+        feats = projection.layer_norm(features)
+        if projection.projection is not None:
+            feats = projection.projection(feats)
+        batch, num_frames = feats.shape[:2]
+        x = projection.dropout(feats)
+        mask = self._frame_mask(mask, batch, num_frames, frame_lengths)
+        if mask is None:
+            selected = self._valid_frames(batch, num_frames, frame_lengths, feats.device)
+        else:
+            x = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+            selected = mask
+        student = self.student(x, frame_lengths)
+        index = selected.flatten().nonzero().squeeze(1)
+        with torch.no_grad():
+            targets = self._teacher_targets(feats, frame_lengths, index)
+            labels = self.codebooks.assign(targets)
+            if self.training:
+                self.codebooks.update(targets, labels)
+        log_probs = self.heads(self._head_inputs(student, index))
+        return masked_prediction_loss(log_probs, labels)
+
+    def _head_inputs(self, student: TransformerOutput, index: Tensor | None) -> Tensor:
+        """What the heads read at the selected frames (None: all): the student's final output,
+        [frame, feature]."""
+        x = student.output.flatten(0, 1)
+        return x if index is None else x.index_select(0, index)
+
+    def _teacher_targets(
+        self, feats: Tensor, frame_lengths: Tensor | None, index: Tensor
+    ) -> Tensor:
+        """Teacher FFN outputs of the last K layers on the unmasked input, instance-normalized
+        over time (padding included, as the reference), at the selected frames:
+        [codebook, frame, feature] float32."""
+        outputs = self.teacher(feats, frame_lengths).ffn_outputs[-self.num_codebooks :]
+        stacked = torch.stack(outputs).float().flatten(0, 1)  # [K * batch, frame, feature]
+        normed = F.instance_norm(stacked.transpose(1, 2)).transpose(1, 2)
+        normed = normed.reshape(self.num_codebooks, -1, normed.shape[-1])
+        return normed.index_select(1, index)
+
+    @staticmethod
+    def _valid_frames(
+        batch: int, num_frames: int, frame_lengths: Tensor | None, device: torch.device
+    ) -> Tensor:
+        if frame_lengths is None:
+            return torch.ones(batch, num_frames, dtype=torch.bool, device=device)
+        return ~padding_mask(frame_lengths, num_frames)
+
+    def _frame_mask(
+        self, mask: Tensor | None, batch: int, num_frames: int, frame_lengths: Tensor | None
+    ) -> Tensor | None:
+        """The mask to apply, checked and trimmed; None when nothing is masked (eval, no mask)."""
+        device = self.mask_embedding.device
+        if mask is None:
+            if not self.training:
+                return None
+            from sslspeech.data.masking import compute_mask
+
+            mask = compute_mask(
+                (batch, num_frames),
+                self.config.mask_prob,
+                self.config.mask_length,
+                min_masks=2,
+                lengths=frame_lengths,
+                device=device,
+            )
+        mask = torch.as_tensor(mask, device=device)
+        if mask.dtype != torch.bool or mask.ndim != 2 or mask.shape[0] != batch:
+            raise DataError(
+                f"mask must be (batch={batch}, frames={num_frames}) bool, True = masked; got "
+                f"{mask.dtype} {tuple(mask.shape)} (for frame indices use mask_from_indices)"
+            )
+        if mask.shape[1] < num_frames:
+            raise DataError(f"mask has {mask.shape[1]} frames; the waveforms give {num_frames}")
+        return mask[:, :num_frames]
+
+    # ----------------------------------------------------------------------------- units
+
+    @torch.no_grad()
+    def get_codebooks(
+        self, waveforms: Tensor, lengths: Tensor | None = None, onehot: bool = False
+    ) -> list[Tensor]:
+        """Head predictions on the unmasked input: one [batch, frame, codeword] tensor per
+        codebook, probabilities (float32) or, with `onehot`, the int64 one-hot of the argmax."""
+        student = self.encoder(waveforms, lengths)
+        inputs = self._head_inputs(student, None)
+        probs = self.heads(inputs).float().exp()
+        batch, frames = student.output.shape[:2]
+        probs = probs.view(self.num_codebooks, batch, frames, -1)
+        if onehot:
+            probs = F.one_hot(probs.argmax(-1), probs.shape[-1])
+        return list(probs.unbind(0))

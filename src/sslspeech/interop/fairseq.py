@@ -214,10 +214,11 @@ class FairseqReader:
             inner = model_cfg.get("w2v_args") or {}
             model_cfg, task_cfg = dict(inner.get("model") or {}), dict(inner.get("task") or {})
             task_cfg["normalize"] = cfg.get("task", {}).get("normalize", task_cfg.get("normalize"))
-            state = {
+            state = {  # the encoder only: fine-tuning drops the pretraining heads
                 key[len(_CTC_PREFIX) :]: value
                 for key, value in state.items()
                 if key.startswith(_CTC_PREFIX)
+                and not key[len(_CTC_PREFIX) :].startswith(("final_proj.", "label_embs_concat"))
             }
             if not model_cfg:
                 raise CheckpointError(f"{origin}: fine-tuned checkpoint without w2v_args")

@@ -1,0 +1,111 @@
+"""Glue between a training config and `sslspeech.data`: dataset, sampler, collator, loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sslspeech.data.collate import Collator
+from sslspeech.data.dataset import AudioDataset
+from sslspeech.data.manifest import read_manifest
+from sslspeech.data.sampler import BucketBatchSampler
+from sslspeech.errors import DataError
+from sslspeech.training.config import TrainConfig
+from sslspeech.training.distributed import DistributedEnvironment
+
+
+@dataclass
+class Split:
+    """A dataset with its batch sampler and collator; `loader()` makes one epoch's loader."""
+
+    dataset: AudioDataset
+    sampler: BucketBatchSampler
+    collator: Collator
+    num_workers: int
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Crops, masks and batch order of `epoch`."""
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def loader(self) -> torch.utils.data.DataLoader[Any]:
+        """A DataLoader over the sampler's current epoch (from its resume position).
+
+        It has its own generator, so creating it never draws from the global torch RNG (which
+        a resumed run must continue exactly).
+        """
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+            pin_memory=False,
+        )
+
+
+def build_split(
+    config: TrainConfig,
+    model: nn.Module,
+    env: DistributedEnvironment,
+    manifest: str,
+    *,
+    train: bool,
+) -> Split:
+    """Training (`train=True`: shuffled, random crops) or validation (fixed order, crops from
+    the start, masks fixed by the items' seeds) data for `model`."""
+    data, masking = config.data, config.masking
+    entries = read_manifest(manifest)
+    labels: str | None = None
+    label_rate = 50.0
+    if config.model.type == "hubert_pretrain":
+        if not entries.has_units:
+            raise DataError(
+                f"{manifest}: HuBERT needs frame labels, but the manifest has no units column; "
+                "make one with `sslspeech units merge`"
+            )
+        labels = "manifest"
+        model_config: Any = model.config
+        rate = model_config.label_rate
+        label_rate = float(rate) if rate is not None else 16000 / model_config.samples_per_frame
+    dataset = AudioDataset(
+        entries,
+        labels=labels,
+        label_rate=label_rate,
+        max_samples=data.max_sample_size,
+        min_samples=data.min_sample_size,
+        random_crop=data.random_crop and train,
+        normalize=data.normalize,
+        seed=config.run.seed,
+    )
+    sampler = BucketBatchSampler(
+        dataset.sizes,
+        data.max_batch_samples,
+        num_buckets=data.num_buckets,
+        shuffle=train,
+        seed=config.run.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        drop_last=train,
+    )
+    collator = Collator(
+        model.frame_lengths,  # type: ignore[arg-type]
+        mask_prob=masking.mask_prob,
+        mask_length=masking.mask_length,
+        min_masks=masking.min_masks,
+        require_same_masks=masking.require_same_masks,
+        seed=config.run.seed,
+    )
+    return Split(dataset, sampler, collator, data.num_workers, config.run.seed)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a batch moved to `device` (asynchronously from pinned memory on CUDA)."""
+    return {
+        key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }

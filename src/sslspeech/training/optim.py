@@ -1,0 +1,166 @@
+"""Optimizer, learning-rate schedules, mixed precision, and the one function that wraps the
+model for training (compile, DDP) from the outside."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from sslspeech.training.config import OptimConfig, ScheduleConfig
+from sslspeech.training.distributed import DistributedEnvironment
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
+    """Trainable parameters in named groups: "main" / "frozen_later" (spidr's extractor, frozen
+    at the freeze step), each split into decay / no-decay when norms and biases skip decay."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:  # the EMA teacher, frozen layers
+            continue
+        part = (
+            "frozen_later" if name.startswith(tuple(config.freeze_modules or ("\0",))) else "main"
+        )
+        decay = config.decay_norms_and_biases or param.ndim >= 2
+        groups.setdefault(part if decay else f"{part}_no_decay", []).append(param)
+    order = ["main", "main_no_decay", "frozen_later", "frozen_later_no_decay"]
+    return [
+        {
+            "name": name,
+            "params": groups[name],
+            "weight_decay": 0.0 if name.endswith("_no_decay") else config.weight_decay,
+        }
+        for name in order
+        if name in groups
+    ]
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW over `param_groups` (fused kernels on CUDA)."""
+    groups = param_groups(model, config)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(
+        groups,
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        fused=device.type == "cuda" or None,
+    )
+
+
+def lr_scale(step: int, schedule: ScheduleConfig, max_steps: int) -> float:
+    """Multiplier of the peak learning rate used by the update that follows `step` updates."""
+    warmup = schedule.warmup_steps
+    if step < warmup:
+        return schedule.init_lr_scale + (1.0 - schedule.init_lr_scale) * step / warmup
+    final = schedule.final_lr_scale
+    if schedule.name == "constant":
+        return 1.0
+    if schedule.name == "tristage":
+        after_hold = step - warmup - schedule.hold_steps
+        if after_hold < 0:
+            return 1.0
+        if after_hold >= schedule.decay_steps:
+            return final
+        return math.exp(math.log(final) * after_hold / schedule.decay_steps)
+    span = max(max_steps - warmup, 1)
+    progress = min(max(step - warmup, 0) / span, 1.0)
+    if schedule.name == "cosine":
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final + (1.0 - final) * (1.0 - progress) ** schedule.power  # fairseq polynomial_decay
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, max_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR over `lr_scale` (its state is the step count)."""
+
+    def scale(step: int) -> float:
+        return lr_scale(step, schedule, max_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+
+
+def build_scaler(dtype: str, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for float16; a disabled scaler (a no-op) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == "float16")
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """The mixed-precision context of forward passes (nothing for float32)."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm (0 = measure only); returns the norm before clipping."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+
+
+def freeze(model: nn.Module, prefixes: Iterable[str]) -> int:
+    """Stop training parameters whose names start with `prefixes` (spidr's freeze step): they
+    keep their values, AdamW skips them from now on. Returns how many were frozen."""
+    prefixes = tuple(prefixes)
+    count = 0
+    for name, param in model.named_parameters():
+        if prefixes and name.startswith(prefixes) and param.requires_grad:
+            param.requires_grad_(False)
+            param.grad = None
+            count += 1
+    if count:  # AdamW skips parameters without gradients; its groups stay as saved
+        log.info("froze %d parameter tensors (%s)", count, ", ".join(prefixes))
+    return count
+
+
+def parallelize(
+    model: nn.Module,
+    env: DistributedEnvironment,
+    *,
+    compile: bool = False,
+    find_unused_parameters: bool = False,
+) -> nn.Module:
+    """The module the loop calls: `model` compiled and/or wrapped in DDP (the bare `model`
+    keeps the state dict, the teacher and the codebooks).
+
+    Buffers are not broadcast by DDP: the models keep theirs identical on every rank (the
+    online codebooks all-reduce their statistics themselves when torch.distributed is
+    initialized).
+    """
+    if compile:
+        model.compile(dynamic=True)
+    if not env.is_distributed:
+        return model
+    return DistributedDataParallel(
+        model,
+        device_ids=[env.device.index] if env.device.type == "cuda" else None,
+        broadcast_buffers=False,
+        find_unused_parameters=find_unused_parameters,
+    )
+
+
+@contextlib.contextmanager
+def no_sync(module: nn.Module, skip: bool) -> Iterator[None]:
+    """DDP's `no_sync` for the first micro-batches of an accumulated step (else nothing)."""
+    if skip and isinstance(module, DistributedDataParallel):
+        with module.no_sync():
+            yield
+    else:
+        yield

@@ -1,0 +1,466 @@
+"""The training loop: one loop for HuBERT, DinoSR and SpidR.
+
+    while step < max_steps:
+        train_step(next accumulation micro-batches)    # forward, backward, clip, AdamW, schedule
+        objective.after_step(step)                     # EMA teacher update (DinoSR/SpidR)
+        maybe_freeze / maybe_log / maybe_save / maybe_validate / maybe_stop
+
+Everything around it (model, objective, optimizer, data, checkpoints, resume) is built in
+`Trainer.__init__` from a `TrainConfig`; launchers (local processes, torchrun, SLURM) only call
+`train(config)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from sslspeech.errors import CheckpointError
+from sslspeech.models.pretrained import Pretrained
+from sslspeech.training import checkpoint as ckpt
+from sslspeech.training.config import TrainConfig, save_config
+from sslspeech.training.data import Split, build_split, to_device
+from sslspeech.training.distributed import (
+    DistributedEnvironment,
+    any_rank,
+    cpu_group,
+    destroy_process_group,
+    init_process_group,
+    resolve_environment,
+)
+from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
+from sslspeech.training.objectives import Loss, build_objective
+from sslspeech.training.optim import (
+    autocast,
+    build_optimizer,
+    build_scaler,
+    build_scheduler,
+    clip_gradients,
+    freeze,
+    no_sync,
+    parallelize,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+OnCheckpoint = Callable[[Path, int], None]
+
+
+@dataclass
+class TrainState:
+    """Where the run is: optimizer steps done, epoch, batches of the epoch consumed here."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+
+
+class StopFlag:
+    """Set by SIGUSR1 / SIGTERM (preemption, time limit): the loop saves and returns."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop signal arrived."""
+        return self.signum is not None
+
+    def request(self, signum: int, frame: FrameType | None = None) -> None:
+        """Signal handler: remember the signal, finish the current step."""
+        del frame
+        if self.signum is None:
+            log.warning(
+                "received %s: saving a checkpoint after this step", signal.Signals(signum).name
+            )
+        self.signum = signum
+
+    def install(self, signals: Sequence[int] = (signal.SIGUSR1, signal.SIGTERM)) -> StopFlag:
+        """Handle `signals` (keeping the previous handlers in `previous`); returns self."""
+        for signum in signals:
+            self.previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+
+def build_model(config: TrainConfig) -> Pretrained:
+    """A fresh model of `config.model` (initial weights from `run.init_from` when set)."""
+    from sslspeech import models
+
+    classes = {"hubert_pretrain": "HuBERTPretrain", "spidr": "SpidR", "dinosr": "DinoSR"}
+    model: Pretrained = getattr(models, classes[config.model.type])(config.model_config())
+    if config.run.init_from:
+        from sslspeech.interop import load_model
+
+        source = load_model(config.run.init_from)
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"run.init_from {config.run.init_from} does not fit a {config.model.type} model: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        log.info("initialized the model from %s", config.run.init_from)
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Model, objective, optimizer, data and checkpoints of one run, and the loop over them."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        env: DistributedEnvironment,
+        *,
+        stop: StopFlag | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
+    ) -> None:
+        self.config, self.env = config, env
+        self.workdir = Path(config.run.workdir)
+        self.stop = stop or StopFlag()
+        self.on_checkpoint = on_checkpoint
+        seed_everything(config.run.seed + env.rank)
+        self.model = build_model(config).to(env.device).train()
+        self.objective = build_objective(config.model.type, self.model)
+        self.optimizer = build_optimizer(self.model, config.optim, env.device)
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, config.run.max_steps)
+        self.scaler = build_scaler(config.optim.dtype, env.device)
+        self.train_data = build_split(config, self.model, env, config.data.manifest, train=True)
+        self.val_data: Split | None = None
+        if config.data.val_manifest and config.run.validation == "inline":
+            self.val_data = build_split(
+                config, self.model, env, config.data.val_manifest, train=False
+            )
+        self.checkpoints = ckpt.CheckpointDir(
+            self.workdir / "checkpoints",
+            save_every=config.checkpoint.save_every,
+            keep_last=config.checkpoint.keep_last,
+            keep_every=config.checkpoint.keep_every,
+        )
+        self.cpu_group = cpu_group()
+        self.state = TrainState()
+        self.saved_step = -1
+        self.resume()
+        if self.frozen_at(self.state.step):
+            freeze(self.model, config.optim.freeze_modules)
+        self.module = self.parallelize()
+        if env.is_main:
+            save_config(config, self.workdir / "config.toml")
+        self.metrics = MetricsLog(
+            self.workdir / "metrics.jsonl",
+            enabled=env.is_main,
+            wandb_project=config.logging.wandb_project,
+            wandb_mode=config.logging.wandb_mode,
+            tensorboard_dir=self.workdir / "tensorboard" if config.logging.tensorboard else None,
+            config=config.to_dict(),
+            run_name=self.workdir.name,
+        )
+        self.meter = Meter()
+        self.window_start = time.perf_counter()
+        self.window_steps = 0
+        self.last_record: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train until `run.max_steps` or a stop signal; returns a summary."""
+        max_steps = self.config.run.max_steps
+        batches = self.batches()
+        bar = self.progress_bar()
+        while self.state.step < max_steps:
+            micro_batches = [next(batches) for _ in range(self.config.optim.accumulation)]
+            self.train_step(micro_batches)
+            self.meter.add(self.objective.after_step(self.model, self.state.step))
+            self.maybe_freeze()
+            self.maybe_log(bar)
+            saved = self.maybe_save()
+            self.maybe_validate(saved)
+            if any_rank(self.stop.requested, self.cpu_group):
+                if not saved:
+                    self.save()
+                return self.summary("preempted")
+        if self.saved_step != self.state.step:
+            self.save()
+        return self.summary("completed")
+
+    def train_step(self, micro_batches: list[dict[str, Any]]) -> None:
+        """Forward/backward each micro-batch, then one clipped, scheduled AdamW step."""
+        losses: list[Loss] = []
+        audio = 0.0
+        for index, batch in enumerate(micro_batches):
+            audio += float(batch["lengths"].sum()) / SAMPLE_RATE
+            batch = to_device(batch, self.env.device)
+            with no_sync(self.module, skip=index < len(micro_batches) - 1):
+                with autocast(self.env.device, self.config.optim.dtype):
+                    loss = self.objective(self.module, batch)
+                self.scaler.scale(loss.total).backward()
+            losses.append(loss)
+            self.meter.add(loss.stats)
+        # fairseq's normalization: gradients of summed losses / frames over every rank.
+        frames = torch.tensor([float(sum(loss.count for loss in losses))], dtype=torch.float64)
+        if self.cpu_group is not None:
+            dist.all_reduce(frames, group=self.cpu_group)
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, self.env.world_size / max(float(frames), 1.0))
+        grad_norm = clip_gradients(self.model.parameters(), self.config.optim.clip_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step += 1
+        self.window_steps += 1
+        total = torch.stack([loss.total.detach().float() for loss in losses]).sum()
+        count = float(sum(loss.count for loss in losses))
+        self.meter.add({"loss_sum": total, "loss_count": count, "grad_norm": grad_norm})
+        self.meter.add({"lr": lr, "audio_seconds": audio})
+
+    def maybe_log(self, bar: Any) -> None:
+        """Every `logging.log_every` steps: one metrics line (all ranks reduce, rank 0 writes)."""
+        step = self.state.step
+        if bar is not None:
+            bar.update(1)
+        if step % self.config.logging.log_every and step != self.config.run.max_steps:
+            return
+        values = self.meter.pop()
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        audio = values.pop("audio_seconds", 0.0) * self.env.world_size * self.window_steps
+        record = {
+            "split": "train",
+            "step": step,
+            "epoch": self.state.epoch,
+            **values,
+            "steps_per_second": self.window_steps / elapsed,
+            "audio_seconds_per_second": audio / elapsed,
+            "memory_gb": memory_gb(self.env.device),
+        }
+        self.metrics.write(record)
+        self.last_record = record
+        if bar is not None:
+            bar.set_postfix(
+                loss=f"{record.get('loss', float('nan')):.3f}", lr=f"{record['lr']:.2e}"
+            )
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def maybe_save(self) -> bool:
+        """Every `checkpoint.save_every` steps; returns whether a checkpoint was written."""
+        if not self.checkpoints.due(self.state.step):
+            return False
+        self.save()
+        return True
+
+    def maybe_validate(self, saved: bool) -> None:
+        """Every `run.validate_every` steps (inline validation); best.pt follows the metric."""
+        every = self.config.run.validate_every
+        if self.val_data is None or every <= 0 or self.state.step % every:
+            return
+        from sslspeech.training.validation import evaluate
+
+        values = evaluate(
+            self.model, self.objective, self.val_data, self.env.device, self.config.optim.dtype
+        )
+        record = {"split": "val", "step": self.state.step, **values, "val_loss": values["loss"]}
+        self.metrics.write(record)
+        metric = self.config.checkpoint.best_metric
+        if self.env.is_main and saved and metric in values:
+            self.checkpoints.update_best(self.state.step, metric, values[metric])
+
+    def maybe_freeze(self) -> None:
+        """At the objective's freeze step, stop training `optim.freeze_modules` (re-wrap DDP)."""
+        at_freeze = self.state.step == self.objective.freeze_step
+        if at_freeze and freeze(self.model, self.config.optim.freeze_modules):
+            self.module = self.parallelize()
+
+    # ------------------------------------------------------------------ pieces
+
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """Training batches forever, epoch after epoch, from the resumed position."""
+        while True:
+            self.train_data.set_epoch(self.state.epoch)
+            for batch in self.train_data.loader():
+                self.state.position += 1
+                yield batch
+            self.state.epoch += 1
+            self.state.position = 0
+
+    def parallelize(self) -> nn.Module:
+        find_unused = self.config.distributed.find_unused_parameters
+        if find_unused is None:
+            find_unused = float(getattr(self.model.config, "layer_drop", 0.0)) > 0
+        return parallelize(
+            self.model,
+            self.env,
+            compile=self.config.run.compile,
+            find_unused_parameters=find_unused,
+        )
+
+    def frozen_at(self, step: int) -> bool:
+        freeze_step = self.objective.freeze_step
+        return (
+            bool(self.config.optim.freeze_modules)
+            and freeze_step is not None
+            and step >= freeze_step
+        )
+
+    def progress_bar(self) -> Any:
+        if not (self.env.is_main and self.config.logging.progress and sys.stderr.isatty()):
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        return tqdm(
+            total=self.config.run.max_steps,
+            initial=self.state.step,
+            unit="step",
+            dynamic_ncols=True,
+        )
+
+    def summary(self, status: str) -> dict[str, Any]:
+        latest = self.checkpoints.latest()
+        return {
+            "status": status,
+            "step": self.state.step,
+            "checkpoint": str(latest) if latest else None,
+            "loss": self.last_record.get("loss"),
+        }
+
+    def close(self) -> None:
+        self.metrics.close()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path | None:
+        """Write `step_N.pt` (rank 0) with every rank's sampler position and RNG states."""
+        rank_state = {
+            "rank": self.env.rank,
+            "sampler": self.train_data.sampler.state_dict(position=self.state.position),
+            "rng": ckpt.capture_rng(),
+        }
+        ranks = [rank_state]
+        if self.cpu_group is not None:
+            gathered: list[Any] = [None] * self.env.world_size if self.env.is_main else []
+            dist.gather_object(
+                rank_state, gathered if self.env.is_main else None, dst=0, group=self.cpu_group
+            )
+            ranks = gathered
+        self.saved_step = self.state.step
+        if not self.env.is_main:
+            return None
+        model_config: dict[str, Any] = self.model.config.to_dict()
+        state = {
+            "format": ckpt.FORMAT,
+            "version": 1,
+            "model_type": self.config.model.type,
+            "model_config": {"model_type": self.config.model.type, **model_config},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "world_size": self.env.world_size,
+            "ranks": ranks,
+            "config": self.config.to_dict(),
+        }
+        path = self.checkpoints.save(state, self.state.step)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path, self.state.step)
+        return path
+
+    def resume(self) -> None:
+        """Continue from the run's newest checkpoint, exactly, when there is one."""
+        path = self.checkpoints.latest()
+        if path is None:
+            return
+        state = ckpt.load_checkpoint(path)
+        if state["model_type"] != self.config.model.type:
+            raise CheckpointError(
+                f"{path} holds a {state['model_type']} run but the config trains "
+                f"{self.config.model.type}; use another run.workdir or --restart"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(step=int(state["step"]), epoch=int(state["epoch"]))
+        self.saved_step = self.state.step
+        if state["world_size"] == self.env.world_size:
+            mine = state["ranks"][self.env.rank]
+            self.train_data.sampler.load_state_dict(mine["sampler"])
+            self.state.position = int(mine["sampler"]["position"])
+            ckpt.restore_rng(mine["rng"])
+        else:
+            log.warning(
+                "%s was saved by %d processes, this run has %d: data restarts at epoch %d and "
+                "random generators are reseeded (the run continues, not bit-exactly)",
+                path,
+                state["world_size"],
+                self.env.world_size,
+                self.state.epoch + 1,
+            )
+            self.state.epoch += 1
+            seed_everything(self.config.run.seed + self.env.rank + self.state.step)
+        if self.env.is_main:
+            truncate_metrics(self.workdir / "metrics.jsonl", self.state.step)
+        log.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
+
+
+def clear_run(workdir: str | Path) -> None:
+    """Remove what a run wrote in `workdir` (checkpoints, metrics, config): `--restart`."""
+    workdir = Path(workdir)
+    for name in ("checkpoints", "tensorboard"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "config.toml", "validation.jsonl"):
+        (workdir / name).unlink(missing_ok=True)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    env: DistributedEnvironment | None = None,
+    stop: StopFlag | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the training of `config` in this process: joins the process group when
+    launched with several, trains, leaves it. Returns {"status", "step", "checkpoint", "loss"}."""
+    env = env or resolve_environment(config.run.device)
+    joined = env.is_distributed and not dist.is_initialized()
+    init_process_group(env, config.distributed.backend, config.distributed.timeout_minutes)
+    try:
+        trainer = Trainer(config, env, stop=stop, on_checkpoint=on_checkpoint)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        if joined:
+            destroy_process_group()

@@ -4,69 +4,27 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sslspeech.errors import CheckpointError, DownloadError, SSLSpeechError
 from sslspeech.interop import hub
-
-
-class _Server:
-    """A loopback HTTP server over a folder that counts the GET requests it answers."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(SimpleHTTPRequestHandler):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, directory=str(root), **kwargs)
-
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if self.path == "/truncated.bin":
-                    self.send_response(200)
-                    self.send_header("Content-Length", "1000")
-                    self.end_headers()
-                    self.wfile.write(b"only a part")
-                    return
-                super().do_GET()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, name: str) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}/{name}"
+from tests.interop.loopback import LoopbackServer, serve
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    root = tmp_path / "served"
-    root.mkdir()
-    served = _Server(root)
-    served.thread.start()
-    try:
+def server(tmp_path: Path) -> Iterator[LoopbackServer]:
+    with serve(tmp_path / "served") as served:
         yield served
-    finally:
-        served.httpd.shutdown()
-        served.httpd.server_close()
 
 
 def _leftovers(cache: Path) -> list[Path]:
     return [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
 
 
-def test_url_is_downloaded_once_and_reused(server: _Server, tmp_path: Path) -> None:
+def test_url_is_downloaded_once_and_reused(server: LoopbackServer, tmp_path: Path) -> None:
     """First resolve downloads (file name kept), the next ones use the cache without a request."""
     payload = bytes(range(256)) * 5000  # > 1 MiB: several chunks
     (server.root / "model.pt").write_bytes(payload)
@@ -82,7 +40,7 @@ def test_url_is_downloaded_once_and_reused(server: _Server, tmp_path: Path) -> N
     assert _leftovers(cache) == [first], "no temporary files stay behind"
 
 
-def test_http_404_is_a_download_error(server: _Server, tmp_path: Path) -> None:
+def test_http_404_is_a_download_error(server: LoopbackServer, tmp_path: Path) -> None:
     """A missing remote file raises DownloadError naming the URL and the manual way."""
     url = server.url("missing.pt")
     with pytest.raises(DownloadError) as raised:
@@ -94,14 +52,14 @@ def test_http_404_is_a_download_error(server: _Server, tmp_path: Path) -> None:
     assert _leftovers(tmp_path / "cache") == []
 
 
-def test_truncated_download_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+def test_truncated_download_leaves_nothing(server: LoopbackServer, tmp_path: Path) -> None:
     """A body shorter than Content-Length is an error and no partial file is cached."""
     with pytest.raises(DownloadError, match=r"1000 bytes|IncompleteRead"):
         hub.resolve(server.url("truncated.bin"), cache_dir=tmp_path / "cache")
     assert _leftovers(tmp_path / "cache") == []
 
 
-def test_offline_without_cache_makes_no_request(server: _Server, tmp_path: Path) -> None:
+def test_offline_without_cache_makes_no_request(server: LoopbackServer, tmp_path: Path) -> None:
     """offline=True and nothing cached: DownloadError, and the server never sees a request."""
     (server.root / "model.pt").write_bytes(b"x")
     url = server.url("model.pt")

@@ -66,12 +66,14 @@ def resolve(
     hf_cache_dir: str | os.PathLike[str] | None = None,
     offline: bool = False,
     quiet: bool = False,
+    loader: str = "HuBERT.from_pretrained",
 ) -> Path:
     """A local file or directory for `src`.
 
     `src` is an existing path (returned as is), a `file://` URL, an http(s) URL (downloaded
     into `cache_dir`, default `default_cache_dir()`, and reused) or a HF model id (from the
-    HF cache, downloaded unless `offline`). Raises DownloadError or CheckpointError.
+    HF cache, downloaded unless `offline`). Raises DownloadError or CheckpointError; `loader`
+    names the call that loads a hand-downloaded file, for the message.
     """
     text = os.fspath(src)
     path = Path(text).expanduser()
@@ -82,7 +84,7 @@ def resolve(
         return _file_url(text)
     if scheme in ("http", "https"):
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        return download(text, cache, offline=offline, quiet=quiet)
+        return download(text, cache, offline=offline, quiet=quiet, loader=loader)
     if is_hf_id(text):
         return resolve_hf(text, cache_dir=hf_cache_dir, offline=offline)
     raise CheckpointError(
@@ -109,16 +111,26 @@ def cached_path(url: str, cache_dir: Path) -> Path:
     return cache_dir / digest / name
 
 
-def _manual_hint(url: str, target: Path) -> str:
+def _manual_hint(url: str, target: Path, loader: str) -> str:
     return (
         f"Download it by hand (e.g. `curl -L -o {target.name} '{url}'`) and pass the local "
-        f"file instead (e.g. `SpidR.from_pretrained('/path/to/{target.name}')`), or copy it to "
-        f"{target} so it is found in the cache."
+        f"file instead (`{loader}('/path/to/{target.name}')`), or copy it to {target} so it "
+        "is found in the cache."
     )
 
 
-def download(url: str, cache_dir: Path, *, offline: bool = False, quiet: bool = False) -> Path:
-    """The cached copy of `url`, fetched first when absent (unless `offline`)."""
+def download(
+    url: str,
+    cache_dir: Path,
+    *,
+    offline: bool = False,
+    quiet: bool = False,
+    loader: str = "HuBERT.from_pretrained",
+) -> Path:
+    """The cached copy of `url`, fetched first when absent (unless `offline`).
+
+    `loader` names the call that loads the file by hand, for the error message.
+    """
     target = cached_path(url, Path(cache_dir))
     if target.is_file():
         log.debug("using cached %s for %s", target, url)
@@ -126,7 +138,7 @@ def download(url: str, cache_dir: Path, *, offline: bool = False, quiet: bool = 
     if offline:
         raise DownloadError(
             f"{url} is not in the cache ({target}) and downloads are off. "
-            + _manual_hint(url, target)
+            + _manual_hint(url, target, loader)
         )
     log.info("downloading %s to %s", url, target)
     try:
@@ -138,7 +150,7 @@ def download(url: str, cache_dir: Path, *, offline: bool = False, quiet: bool = 
     except urllib.error.HTTPError as error:
         raise DownloadError(
             f"could not download {url}: HTTP {error.code} {error.reason}. "
-            + _manual_hint(url, target)
+            + _manual_hint(url, target, loader)
         ) from None
     except (
         urllib.error.URLError,
@@ -148,7 +160,8 @@ def download(url: str, cache_dir: Path, *, offline: bool = False, quiet: bool = 
     ) as error:
         reason = getattr(error, "reason", error)
         raise DownloadError(
-            f"could not download {url} ({reason}); are you offline? " + _manual_hint(url, target)
+            f"could not download {url} ({reason}); are you offline? "
+            + _manual_hint(url, target, loader)
         ) from None
     return target
 

@@ -351,3 +351,22 @@ def test_omegaconf_interpolations_resolve(tmp_path: Path, monkeypatch: pytest.Mo
         },
         "task": {"label_rate": 50},
     }
+
+
+def test_storage_larger_than_the_file_is_refused(tmp_path: Path) -> None:
+    """A legacy file whose storage claims 10^15 elements fails cleanly, allocating nothing."""
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if obj == "STORAGE":
+                return ("storage", torch.FloatStorage, "0", "cpu", 10**15, None)
+            return None
+
+    path = tmp_path / "huge.pt"
+    with path.open("wb") as handle:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, handle, protocol=2)
+        Pickler(handle, protocol=2).dump({"w": "STORAGE"})
+        pickle.dump(["0"], handle, protocol=2)
+    with pytest.raises(CheckpointError, match="claims more than the file"):
+        safe_pickle.load(path)

@@ -423,6 +423,7 @@ def _untyped(buffer: np.ndarray) -> torch.UntypedStorage:
 
 
 def _load_zip(path: Path) -> Any:
+    archive_size = path.stat().st_size
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -443,7 +444,10 @@ def _load_zip(path: Path) -> Any:
             if key not in loaded:
                 dtype = _storage_dtype(path, storage_type)
                 record = f"{prefix}data/{key}"
-                nbytes = archive.getinfo(record).file_size
+                info = archive.getinfo(record)
+                nbytes = info.file_size
+                if info.compress_type == zipfile.ZIP_STORED and nbytes > archive_size:
+                    raise CheckpointError(f"{path}: record {record} claims more than the file")
                 if int(numel) * dtype.itemsize > nbytes:
                     raise CheckpointError(f"{path}: record {record} is shorter than its tensor")
                 with archive.open(record) as handle:
@@ -469,12 +473,16 @@ def _load_legacy(path: Path) -> Any:
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise CheckpointError(f"{path}: saved big-endian, this machine is not")
         roots: dict[str, tuple[np.ndarray, _Storage]] = {}
+        file_size = path.stat().st_size
 
         def load_storage(pid: tuple[Any, ...]) -> _Storage:
             storage_type, key, _location, numel, view = (*pid[:4], pid[4] if len(pid) > 4 else None)
             dtype = _storage_dtype(path, storage_type)
             if key not in roots:
-                buffer = np.empty(int(numel) * dtype.itemsize, dtype=np.uint8)
+                nbytes = int(numel) * dtype.itemsize
+                if not 0 <= nbytes <= file_size:
+                    raise CheckpointError(f"{path}: storage {key!r} claims more than the file")
+                buffer = np.empty(nbytes, dtype=np.uint8)
                 roots[key] = (buffer, _Storage(_untyped(buffer), dtype))
             root = roots[key][1]
             if view is None:
@@ -526,19 +534,20 @@ class _Converter:
     """Replaces stand-ins by plain values, in place where a container holds them."""
 
     def __init__(self) -> None:
-        self.memo: dict[int, Any] = {}
+        # id -> (original, converted); holding the original keeps its id from being reused
+        self.memo: dict[int, tuple[Any, Any]] = {}
 
     def __call__(self, obj: Any) -> Any:
         if isinstance(obj, _SCALARS):
             return obj
         if id(obj) in self.memo:
-            return self.memo[id(obj)]
+            return self.memo[id(obj)][1]
         if isinstance(obj, type) and issubclass(obj, _Stub):
             return obj.qualname
-        self.memo[id(obj)] = obj
+        self.memo[id(obj)] = (obj, obj)
         if isinstance(obj, _Stub):
             converted = self._stub(obj)
-            self.memo[id(obj)] = converted
+            self.memo[id(obj)] = (obj, converted)
             return converted
         return self._container(obj)
 
@@ -555,7 +564,7 @@ class _Converter:
             items = [self(value) for value in obj]
             if any(new is not old for new, old in zip(items, obj, strict=True)):
                 rebuilt = type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
-                self.memo[id(obj)] = rebuilt
+                self.memo[id(obj)] = (obj, rebuilt)
                 return rebuilt
         return obj
 
@@ -583,11 +592,11 @@ class _Converter:
         content = state.get("_content")
         if isinstance(content, dict):
             plain: Any = {}
-            self.memo[id(stub)] = plain
+            self.memo[id(stub)] = (stub, plain)
             plain.update({key: self(value) for key, value in content.items()})
         elif isinstance(content, list | tuple):
             plain = []
-            self.memo[id(stub)] = plain
+            self.memo[id(stub)] = (stub, plain)
             plain.extend(self(value) for value in content)
         else:
             return self(content)  # None, "???" (missing) or an interpolation string
@@ -660,6 +669,7 @@ _READ_ERRORS = (
     RuntimeError,
     struct.error,
     zipfile.BadZipFile,
+    MemoryError,  # a size field far beyond the file
 )
 
 

@@ -140,3 +140,54 @@ def test_hf_id_recognition() -> None:
     assert not hub.is_hf_id("checkpoints/model.pt")
     assert not hub.is_hf_id("./facebook/hubert")
     assert not hub.is_hf_id("a/b/c")
+
+
+def test_from_pretrained_accepts_a_url(
+    server: LoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixtures_dir: Path
+) -> None:
+    """`HuBERT.from_pretrained(url)` downloads into the default cache ($XDG_CACHE_HOME) once
+    and gives the same model as the local file."""
+    import shutil
+
+    import torch
+
+    from sslspeech import HuBERT
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    local = fixtures_dir / "hubert" / "fairseq_base_like" / "checkpoint.pt"
+    shutil.copy(local, server.root / "hubert.pt")
+    model = HuBERT.from_pretrained(server.url("hubert.pt"))
+    again = HuBERT.from_pretrained(server.url("hubert.pt"))
+    assert server.requests == ["/hubert.pt"]
+    assert _leftovers(tmp_path / "xdg" / "sslspeech")[0].name == "hubert.pt"
+    reference = HuBERT.from_pretrained(local)
+    waveforms = torch.linspace(-1, 1, 4000).sin().unsqueeze(0)
+    with torch.no_grad():
+        assert torch.equal(model(waveforms), reference(waveforms))
+        assert torch.equal(again(waveforms), reference(waveforms))
+
+
+@pytest.mark.parametrize("with_hub", [True, False], ids=["huggingface_hub", "manual"])
+def test_from_pretrained_accepts_a_cached_hf_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixtures_dir: Path, with_hub: bool
+) -> None:
+    """`HuBERT.from_pretrained("org/name")` reads the snapshot in $HF_HUB_CACHE, offline."""
+    import shutil
+
+    import torch
+
+    from sslspeech import HuBERT
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    if not with_hub:
+        monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    snapshot = _fake_hf_cache(tmp_path / "hf", "someorg/tiny-hubert")
+    folder = fixtures_dir / "hubert" / "hf_base_like" / "model"
+    for file in folder.iterdir():
+        shutil.copy(file, snapshot / file.name)
+    model = HuBERT.from_pretrained("someorg/tiny-hubert")
+    reference = HuBERT.from_pretrained(folder)
+    waveforms = torch.linspace(-1, 1, 4000).sin().unsqueeze(0)
+    with torch.no_grad():
+        assert torch.equal(model(waveforms), reference(waveforms))

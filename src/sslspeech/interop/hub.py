@@ -43,8 +43,9 @@ def default_cache_dir() -> Path:
 
 def default_hf_cache_dir() -> Path:
     """Where huggingface_hub keeps models: `$HF_HUB_CACHE`, `$HF_HOME/hub` or its default."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name])
     home = (
         os.environ.get("HF_HOME")
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
@@ -226,7 +227,8 @@ def resolve_hf(
             "is not installed to fetch it: `pip install huggingface_hub`, or download the model "
             "folder (config.json + model.safetensors) and pass its path."
         )
-    return _resolve_hf_with_hub(repo_id, revision, cache_dir, offline)
+    # the cache folder is passed explicitly so that it follows the environment of the call
+    return _resolve_hf_with_hub(repo_id, revision, cache_dir or default_hf_cache_dir(), offline)
 
 
 def _resolve_hf_with_hub(

@@ -27,7 +27,7 @@ def test_directory_manifest_is_sorted_with_header_counts(corpus, tmp_path: Path)
     out = tmp_path / "m.csv"
     assert main(["manifest", str(root), str(out), "--ext", ".wav,.flac,.ogg", "--quiet"]) == 0
     manifest = read_manifest(out)
-    assert manifest.fileids == sorted(manifest.fileids)
+    assert list(manifest.fileids) == sorted(manifest.fileids)
     assert set(manifest.fileids) == {*sizes, "spk2/f", "spk2/g"}
     for entry in manifest:
         assert entry.num_samples == len(load_audio(entry))
@@ -45,7 +45,7 @@ def test_same_output_for_any_worker_count(tmp_path: Path) -> None:
     create_manifest(root, one, workers=1, quiet=True)
     create_manifest(root, two, workers=2, quiet=True)
     assert one.read_bytes() == two.read_bytes()
-    assert read_manifest(one).fileids == sorted(names)
+    assert list(read_manifest(one).fileids) == sorted(names)
 
 
 def test_tar_manifest_reads_members_by_byte_range(corpus, tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_tar_manifest_reads_members_by_byte_range(corpus, tmp_path: Path) -> Non
     manifest = read_manifest(out)
     assert all(e.archive == str(tar_path.absolute()) for e in manifest)
     loose = {e.fileid: e for e in scan_dataset(root, ".wav,.flac")}
-    assert manifest.fileids == sorted(loose)
+    assert list(manifest.fileids) == sorted(loose)
     for entry in manifest:
         assert entry.num_samples == loose[entry.fileid].num_samples
         np.testing.assert_array_equal(load_audio(entry), load_audio(loose[entry.fileid]))

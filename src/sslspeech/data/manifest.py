@@ -81,9 +81,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return "tsv"
 
 
-def _resolve(base: Path, value: str) -> str:
+def _resolve(base: str, value: str) -> str:
     """`value` as a path: absolute ones unchanged, relative ones joined to `base`."""
-    return value if Path(value).is_absolute() else str(base / value)
+    # string functions, not pathlib: this runs once per line of multi-million-line manifests
+    return value if os.path.isabs(value) else os.path.join(base, value)  # noqa: PTH117, PTH118
 
 
 def _parse_int(value: Any, where: str, column: str) -> int:
@@ -108,8 +109,13 @@ def _parse_units(value: Any, where: str) -> tuple[int, ...]:
     raise DataError(f"{where}: units must be a list of integers, got {str(value)[:60]!r}")
 
 
-def _entry_from_record(record: dict[str, Any], base: Path, where: str) -> ManifestEntry:
+def _entry_from_record(record: dict[str, Any], base: str, name: str, line: int) -> ManifestEntry:
     """Validate one CSV/JSONL record and turn it into an entry."""
+    try:
+        return _fast_entry(record, base)
+    except (KeyError, ValueError, TypeError):
+        pass  # something is off: the slow path below names it
+    where = f"{name}:{line}"
     missing = [key for key in REQUIRED if record.get(key) in (None, "")]
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)} (a manifest needs {REQUIRED})")
@@ -140,7 +146,20 @@ def _entry_from_record(record: dict[str, Any], base: Path, where: str) -> Manife
     )
 
 
-def _iter_csv(handle: IO[str], name: str, base: Path) -> Iterator[ManifestEntry]:
+def _fast_entry(record: dict[str, Any], base: str) -> ManifestEntry:
+    """The common case (a file, no units, clean values); raises on anything unusual."""
+    num_samples = record["num_samples"]
+    if (len(record) > 3 and (record.get("archive") or record.get("units") is not None)) or not (
+        type(num_samples) is int or (type(num_samples) is str and num_samples.isdigit())
+    ):
+        raise ValueError("not the plain case")
+    fileid, path = record["fileid"], record["path"]
+    if not fileid or not path or not isinstance(fileid, str) or not isinstance(path, str):
+        raise ValueError("not the plain case")
+    return ManifestEntry(fileid, _resolve(base, path), int(num_samples))
+
+
+def _iter_csv(handle: IO[str], name: str, base: str) -> Iterator[ManifestEntry]:
     reader = csv.reader(handle)
     header = next(reader, None)
     if header is None:
@@ -155,10 +174,10 @@ def _iter_csv(handle: IO[str], name: str, base: Path) -> Iterator[ManifestEntry]
     for row in reader:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
-        where = f"{name}:{reader.line_num}"
         if len(row) != len(header):
+            where = f"{name}:{reader.line_num}"
             raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}")
-        yield _entry_from_record(dict(zip(header, row, strict=True)), base, where)
+        yield _entry_from_record(dict(zip(header, row, strict=True)), base, name, reader.line_num)
 
 
 def _iter_tsv(handle: IO[str], name: str) -> Iterator[ManifestEntry]:
@@ -167,9 +186,7 @@ def _iter_tsv(handle: IO[str], name: str) -> Iterator[ManifestEntry]:
         return
     if "\t" in root_line:
         raise DataError(f"{name}:1: a fairseq TSV starts with the root directory, got a tab line")
-    root = Path(root_line)
-    if not root.is_absolute():
-        root = Path(name).parent / root
+    root = _resolve(str(Path(name).parent), root_line)
     for number, line in enumerate(handle, start=2):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -191,7 +208,7 @@ def _iter_tsv(handle: IO[str], name: str) -> Iterator[ManifestEntry]:
         )
 
 
-def _iter_jsonl(handle: IO[str], name: str, base: Path) -> Iterator[ManifestEntry]:
+def _iter_jsonl(handle: IO[str], name: str, base: str) -> Iterator[ManifestEntry]:
     for number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
@@ -202,7 +219,7 @@ def _iter_jsonl(handle: IO[str], name: str, base: Path) -> Iterator[ManifestEntr
             raise DataError(f"{where}: not valid JSON ({error})") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object per line")
-        yield _entry_from_record(record, base, where)
+        yield _entry_from_record(record, base, name, number)
 
 
 def iter_manifest(
@@ -213,7 +230,7 @@ def iter_manifest(
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
         raise DataError(f"unknown manifest format {fmt!r}; use one of {FORMATS}")
-    name, base = str(path), path.parent
+    name, base = str(path), str(path.parent)
     seen: set[str] = set()
     try:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -238,51 +255,102 @@ def iter_manifest(
         raise DataError(f"{path}: not a UTF-8 text manifest ({error})") from None
 
 
+class StringColumn(Sequence[str]):
+    """Strings packed in one UTF-8 byte array + offsets: compact, and no per-string Python
+    objects for forked DataLoader workers to copy-on-write."""
+
+    def __init__(self, data: np.ndarray, bounds: np.ndarray) -> None:
+        self._data, self._bounds = data, bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range (size {len(self)})")
+        begin, end = self._bounds[index], self._bounds[index + 1]
+        return self._data[begin:end].tobytes().decode("utf-8")
+
+
+class _ColumnBuilder:
+    """Accumulates entries column by column while reading."""
+
+    def __init__(self) -> None:
+        self.fileids = bytearray()
+        self.paths = bytearray()
+        self.fileid_bounds = [0]
+        self.path_bounds = [0]
+        self.sizes: list[int] = []
+        self.archive_index: dict[str, int] = {}
+        self.archive_ids: list[int] = []
+        self.offsets: list[int] = []
+        self.byte_sizes: list[int] = []
+        self.units: list[int] = []
+        self.unit_bounds = [0]
+        self.has_units: list[bool] = []
+
+    def add(self, entry: ManifestEntry) -> None:
+        self.fileids += entry.fileid.encode("utf-8")
+        self.fileid_bounds.append(len(self.fileids))
+        self.paths += entry.path.encode("utf-8")
+        self.path_bounds.append(len(self.paths))
+        self.sizes.append(entry.num_samples)
+        archive = entry.archive
+        self.archive_ids.append(
+            -1
+            if archive is None
+            else self.archive_index.setdefault(archive, len(self.archive_index))
+        )
+        self.offsets.append(-1 if entry.byte_offset is None else entry.byte_offset)
+        self.byte_sizes.append(-1 if entry.byte_size is None else entry.byte_size)
+        self.has_units.append(entry.units is not None)
+        if entry.units:
+            self.units.extend(entry.units)
+        self.unit_bounds.append(len(self.units))
+
+
 class Manifest(Sequence[ManifestEntry]):
-    """An in-memory manifest stored by columns; indexing returns `ManifestEntry` objects."""
+    """An in-memory manifest stored by columns (numpy arrays and packed strings); indexing
+    returns `ManifestEntry` objects. `fileids` and `paths` are string sequences,
+    `num_samples` an int64 array."""
 
     def __init__(self, entries: Iterable[ManifestEntry], source: str | None = None) -> None:
         self.source = source
-        self.fileids: list[str] = []
-        self.paths: list[str] = []
-        sizes: list[int] = []
-        self._archives: list[str] = []
-        archive_index: dict[str, int] = {}
-        archive_ids: list[int] = []
-        offsets: list[int] = []
-        byte_sizes: list[int] = []
-        unit_chunks: list[np.ndarray] = []
-        unit_counts: list[int] = []
-        has_units: list[bool] = []
-        self._index: dict[str, int] = {}
+        columns = _ColumnBuilder()
+        seen: set[str] = set()
         for entry in entries:
-            if entry.fileid in self._index:
+            if entry.fileid in seen:
                 raise DataError(f"{source or 'manifest'}: duplicate fileid {entry.fileid!r}")
-            self._index[entry.fileid] = len(self.fileids)
-            self.fileids.append(entry.fileid)
-            self.paths.append(entry.path)
-            sizes.append(entry.num_samples)
-            if entry.archive is None:
-                archive_ids.append(-1)
-            else:
-                archive_ids.append(archive_index.setdefault(entry.archive, len(archive_index)))
-            offsets.append(entry.byte_offset if entry.byte_offset is not None else -1)
-            byte_sizes.append(entry.byte_size if entry.byte_size is not None else -1)
-            has_units.append(entry.units is not None)
-            units = entry.units or ()
-            unit_counts.append(len(units))
-            unit_chunks.append(np.asarray(units, dtype=np.int64))
-        self._archives = list(archive_index)
-        self.num_samples = np.asarray(sizes, dtype=np.int64)
-        self._archive_ids = np.asarray(archive_ids, dtype=np.int32)
-        self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._byte_sizes = np.asarray(byte_sizes, dtype=np.int64)
-        self._has_units = np.asarray(has_units, dtype=bool)
-        self._unit_bounds = np.concatenate([[0], np.cumsum(unit_counts, dtype=np.int64)])
-        self._units = np.concatenate(unit_chunks) if unit_chunks else np.zeros(0, np.int64)
+            seen.add(entry.fileid)
+            columns.add(entry)
+        del seen
+
+        def pack(data: bytearray, bounds: list[int]) -> StringColumn:
+            return StringColumn(np.frombuffer(bytes(data), np.uint8), np.asarray(bounds, np.int64))
+
+        self.fileids = pack(columns.fileids, columns.fileid_bounds)
+        self.paths = pack(columns.paths, columns.path_bounds)
+        self.num_samples = np.asarray(columns.sizes, dtype=np.int64)
+        self._archives = list(columns.archive_index)
+        self._archive_ids = np.asarray(columns.archive_ids, dtype=np.int32)
+        self._offsets = np.asarray(columns.offsets, dtype=np.int64)
+        self._byte_sizes = np.asarray(columns.byte_sizes, dtype=np.int64)
+        self._has_units = np.asarray(columns.has_units, dtype=bool)
+        self._unit_bounds = np.asarray(columns.unit_bounds, dtype=np.int64)
+        self._units = np.asarray(columns.units, dtype=np.int64)
+        self._index: dict[str, int] | None = None
 
     def __len__(self) -> int:
-        return len(self.fileids)
+        return len(self.num_samples)
 
     @overload
     def __getitem__(self, index: int) -> ManifestEntry: ...
@@ -291,6 +359,7 @@ class Manifest(Sequence[ManifestEntry]):
     def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -320,18 +389,24 @@ class Manifest(Sequence[ManifestEntry]):
         return self._units[self._unit_bounds[index] : self._unit_bounds[index + 1]]
 
     def index_of(self, fileid: str) -> int:
-        """Position of `fileid`; a DataError names it when it is absent."""
+        """Position of `fileid` (a lookup table is built on first use); DataError if absent."""
+        if self._index is None:
+            self._index = {name: i for i, name in enumerate(self.fileids)}
         try:
             return self._index[fileid]
         except KeyError:
-            raise DataError(
-                f"{self.source or 'manifest'}: no entry with fileid {fileid!r}"
-            ) from None
+            name = self.source or "manifest"
+            raise DataError(f"{name}: no entry with fileid {fileid!r}") from None
 
     def __contains__(self, item: object) -> bool:
-        if isinstance(item, str):
-            return item in self._index
-        return isinstance(item, ManifestEntry) and self._index.get(item.fileid) is not None
+        fileid = item.fileid if isinstance(item, ManifestEntry) else item
+        if not isinstance(fileid, str):
+            return False
+        try:
+            self.index_of(fileid)
+        except DataError:
+            return False
+        return True
 
 
 def read_manifest(path: str | os.PathLike[str], format: str | None = None) -> Manifest:

@@ -51,13 +51,22 @@ def keep_random(
 ) -> torch.Tensor:
     """Keep `keep[b]` uniformly chosen True entries of each row of `mask` (B, T); drop the rest."""
     batch, time = mask.shape
+    keep = keep.to(mask.device).long()
+    if time == 0 or batch == 0:
+        return mask
     keys = torch.rand(batch, time, generator=generator, device=mask.device)
-    keys = keys.masked_fill(~mask, 2.0)  # unmasked frames sort last
+    keys = keys.masked_fill(~mask, 2.0)  # unmasked frames rank last
+    if bool((keep == keep[0]).all()):  # one count for all rows: a k-th value threshold
+        count = int(keep[0])
+        if count <= 0:
+            return torch.zeros_like(mask)
+        threshold = keys.kthvalue(min(count, time), dim=1, keepdim=True).values
+        return mask & (keys <= threshold)
     order = keys.argsort(dim=1)
     ranks = torch.empty_like(order).scatter_(
         1, order, torch.arange(time, device=mask.device).expand(batch, time)
     )
-    return mask & (ranks < keep.to(mask.device)[:, None])
+    return mask & (ranks < keep[:, None])
 
 
 def compute_mask(
@@ -126,10 +135,8 @@ def mask_to_indices(mask: torch.Tensor) -> torch.Tensor:
             "use compute_mask(..., require_same_masks=True)"
         )
     count = int(counts[0]) if mask.shape[0] else 0
-    time = mask.shape[1]
-    positions = torch.arange(time, device=mask.device).expand_as(mask)
-    keyed = torch.where(mask, positions, time)
-    return keyed.sort(dim=1).values[:, :count]
+    # nonzero lists (row, column) pairs in row-major order: each row's positions come sorted
+    return mask.nonzero()[:, 1].reshape(mask.shape[0], count)
 
 
 def compute_mask_indices(

@@ -169,13 +169,15 @@ def scan_dataset(
     extensions = normalize_extensions(ext)
     report = report if report is not None else ScanReport()
     if root.is_dir():
-        results = ordered_map(_probe_files, walk_audio(root, extensions), workers=workers)
+        results = ordered_map(
+            _probe_files, walk_audio(root, extensions), workers=workers, chunk_size=256
+        )
         total = None
     elif root.is_file():
         archive = str(root.absolute())
         members = tar_members(root, extensions)
         jobs = ((archive, *member) for member in members)
-        results = ordered_map(_probe_members, jobs, workers=workers)
+        results = ordered_map(_probe_members, jobs, workers=workers, chunk_size=256)
         total = len(members)
     else:
         raise DataError(f"{root}: no such directory or tar file")

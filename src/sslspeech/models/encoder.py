@@ -406,6 +406,24 @@ class Encoder(nn.Module):
         self.feature_extractor = ConvFeatureExtractor(config)
         self.feature_projection = FeatureProjection(config)
         self.transformer = Transformer(config)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """fairseq's initialisation for training from scratch: kaiming-normal convs, N(0, 0.02)
+        linear weights with zero biases, positional conv N(0, sqrt(4 / (K * D))) with zero bias."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for block in self.feature_extractor.conv_layers:
+            nn.init.kaiming_normal_(block.conv.weight)
+        for conv in self.transformer.pos_conv_embed.modules():
+            if isinstance(conv, nn.Conv1d):
+                fan = conv.kernel_size[0] * self.config.embed_dim
+                nn.init.normal_(conv.weight, std=(4.0 / fan) ** 0.5)
+                nn.init.zeros_(conv.bias)
 
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None = None, num_layers: int | None = None

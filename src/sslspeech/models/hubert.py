@@ -244,11 +244,13 @@ class HuBERTPretrain(HuBERT):
                 raise DataError("pass mask=(batch, frame) bool in eval mode")
             from sslspeech.data.masking import compute_mask
 
-            mask = compute_mask(
+            mask = compute_mask(  # fairseq HubertModel.apply_mask uses min_masks=2
                 (batch, num_frames),
                 self.config.mask_prob,
                 self.config.mask_length,
+                min_masks=2,
                 lengths=frame_lengths,
+                device=self.mask_embedding.device,
             )
         mask = torch.as_tensor(mask, device=self.mask_embedding.device).bool()
         if mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < num_frames:

@@ -417,10 +417,11 @@ class Encoder(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        for block in self.feature_extractor.conv_layers:
-            nn.init.kaiming_normal_(block.conv.weight)
+        for block in self.feature_extractor.conv_layers.modules():
+            if isinstance(block, nn.Conv1d):
+                nn.init.kaiming_normal_(block.weight)
         for conv in self.transformer.pos_conv_embed.modules():
-            if isinstance(conv, nn.Conv1d):
+            if isinstance(conv, nn.Conv1d) and conv.bias is not None:
                 fan = conv.kernel_size[0] * self.config.embed_dim
                 nn.init.normal_(conv.weight, std=(4.0 / fan) ** 0.5)
                 nn.init.zeros_(conv.bias)

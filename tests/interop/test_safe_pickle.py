@@ -223,6 +223,8 @@ def _safe_content() -> dict[str, Any]:
         "transposed": base.view(3, 4).t(),
         "bf16": torch.ones(2, dtype=torch.bfloat16),
         "mask": torch.tensor([True, False]),
+        "conj": torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64).conj(),
+        "float8": torch.tensor([0.5, 2.0]).to(torch.float8_e4m3fn),
         "uint16": torch.arange(3).to(torch.uint16),
         "param": torch.nn.Parameter(torch.zeros(2)),
         "size": torch.Size([2, 3]),
@@ -270,6 +272,9 @@ def test_safe_numpy_and_torch_content_loads(tmp_path: Path, fmt: str) -> None:
     assert loaded["misc"] == {1, 2} and loaded["frozen"] == frozenset({"a"})
     assert loaded["complex"] == 1 + 2j
     assert loaded["bytes"] == b"\x00\xff" and loaded["empty_bytes"] == b""
+    assert loaded["conj"].is_conj() and torch.equal(loaded["conj"], content["conj"])
+    assert loaded["float8"].dtype == torch.float8_e4m3fn
+    assert torch.equal(loaded["float8"].float(), content["float8"].float())
     assert loaded["tagged"].note == "kept" and torch.equal(loaded["tagged"], torch.ones(2))
     assert loaded["args"] == {"lr": 0.1, "layers": [1, 2]}
 

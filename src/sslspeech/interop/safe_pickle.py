@@ -136,9 +136,17 @@ def _tensor_on(storage: _Storage, dtype: torch.dtype, offset: int, size: Any, st
     return tensor.set_(storage.untyped, storage.offset + offset, tuple(size), tuple(stride))
 
 
-def _check_metadata(metadata: Any) -> None:
-    if metadata:
-        raise CheckpointError(f"tensor metadata {sorted(metadata)} is not supported")
+def _with_metadata(tensor: torch.Tensor, metadata: Any, requires_grad: bool) -> torch.Tensor:
+    """Apply torch's saved view bits: conj stays a lazy conjugate view, neg is materialized."""
+    flags = {key: bool(value) for key, value in (metadata or {}).items()}
+    unknown = sorted(key for key, value in flags.items() if value and key not in ("conj", "neg"))
+    if unknown:
+        raise CheckpointError(f"tensor metadata {unknown} is not supported")
+    if flags.get("neg"):
+        tensor = -tensor
+    if flags.get("conj"):
+        tensor = tensor.conj()
+    return tensor.requires_grad_(requires_grad)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: Any, stride: Any) -> torch.Tensor:
@@ -154,8 +162,8 @@ def _rebuild_tensor_v2(
     backward_hooks: Any = None,
     metadata: Any = None,
 ) -> torch.Tensor:
-    _check_metadata(metadata)
-    return _tensor_on(storage, storage.dtype, offset, size, stride).requires_grad_(requires_grad)
+    tensor = _tensor_on(storage, storage.dtype, offset, size, stride)
+    return _with_metadata(tensor, metadata, requires_grad)
 
 
 def _rebuild_tensor_v3(
@@ -168,10 +176,9 @@ def _rebuild_tensor_v3(
     dtype: torch.dtype,
     metadata: Any = None,
 ) -> torch.Tensor:
-    _check_metadata(metadata)
     if not isinstance(dtype, torch.dtype):
         raise CheckpointError(f"tensor dtype {dtype!r} is not a torch.dtype")
-    return _tensor_on(storage, dtype, offset, size, stride).requires_grad_(requires_grad)
+    return _with_metadata(_tensor_on(storage, dtype, offset, size, stride), metadata, requires_grad)
 
 
 def _set_attributes(obj: Any, state: Any) -> Any:

@@ -375,3 +375,26 @@ def test_storage_larger_than_the_file_is_refused(tmp_path: Path) -> None:
         pickle.dump(["0"], handle, protocol=2)
     with pytest.raises(CheckpointError, match="claims more than the file"):
         safe_pickle.load(path)
+
+
+def test_tensor_reaching_past_its_storage_is_refused(tmp_path: Path) -> None:
+    """A tensor whose size runs past its 4-element storage is an error, not a read beyond it."""
+    marker = object()
+
+    class Rebuild:
+        def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+            return torch._utils._rebuild_tensor_v2, (marker, 0, (1000,), (1,), False, OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return ("storage", torch.FloatStorage, "0", "cpu", 4, None) if obj is marker else None
+
+    path = tmp_path / "oob.pt"
+    with path.open("wb") as handle:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, handle, protocol=2)
+        Pickler(handle, protocol=2).dump({"w": Rebuild()})
+        pickle.dump(["0"], handle, protocol=2)
+        handle.write((4).to_bytes(8, "little") + bytes(16))
+    with pytest.raises(CheckpointError, match=r"oob\.pt"):
+        safe_pickle.load(path)

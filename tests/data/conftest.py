@@ -22,7 +22,7 @@ def tone(num_samples: int, seed: int = 0, channels: int = 1) -> np.ndarray:
 
 
 def make_corpus(root: Path) -> dict[str, int]:
-    """Nested dirs of WAV/FLAC/OGG files; returns fileid -> num_samples of the .wav ones."""
+    """Nested dirs of WAV/FLAC/OGG/MP3 files; returns fileid -> num_samples of the .wav ones."""
     sizes = {}
     layout = {"spk1/ch1/a": 4000, "spk1/ch1/b": 5600, "spk1/ch2/c": 3200, "spk2/d": 8000, "e": 1600}
     for number, (fileid, size) in enumerate(layout.items()):
@@ -32,6 +32,7 @@ def make_corpus(root: Path) -> dict[str, int]:
         sizes[fileid] = size
     sf.write(root / "spk2" / "f.flac", tone(4800, 7), RATE, subtype="PCM_16")
     sf.write(root / "spk2" / "g.ogg", tone(4800, 8), RATE, format="OGG", subtype="VORBIS")
+    sf.write(root / "spk2" / "h.mp3", tone(4800, 9), RATE, format="MP3", subtype="MPEG_LAYER_III")
     (root / "notes.txt").write_text("not audio")
     return sizes
 

@@ -22,13 +22,13 @@ from .conftest import RATE, make_tar, tone
 
 
 def test_directory_manifest_is_sorted_with_header_counts(corpus, tmp_path: Path) -> None:
-    """Nested WAV/FLAC/OGG: fileid = relative path without extension, counts = real lengths."""
+    """Nested WAV/FLAC/OGG/MP3: fileid = relative path without extension, counts = real lengths."""
     root, sizes = corpus
     out = tmp_path / "m.csv"
-    assert main(["manifest", str(root), str(out), "--ext", ".wav,.flac,.ogg", "--quiet"]) == 0
+    assert main(["manifest", str(root), str(out), "--ext", ".wav,.flac,.ogg,.mp3", "--quiet"]) == 0
     manifest = read_manifest(out)
     assert list(manifest.fileids) == sorted(manifest.fileids)
-    assert set(manifest.fileids) == {*sizes, "spk2/f", "spk2/g"}
+    assert set(manifest.fileids) == {*sizes, "spk2/f", "spk2/g", "spk2/h"}
     for entry in manifest:
         assert entry.num_samples == len(load_audio(entry))
         assert Path(entry.path).is_file()

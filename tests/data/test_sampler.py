@@ -96,3 +96,5 @@ def test_position_override_and_mismatched_state() -> None:
         make(0, 2).load_state_dict(sampler.state_dict())
     with pytest.raises(ConfigError, match="smaller than the longest item"):
         BucketBatchSampler([10, 500], 100)
+    with pytest.raises(ConfigError, match="rank 1 gets none"):
+        len(BucketBatchSampler([10, 20], 100, num_buckets=1, rank=1, world_size=2))

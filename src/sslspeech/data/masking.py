@@ -89,11 +89,10 @@ def compute_mask(
     shape = (int(shape[0]), int(shape[1]))
     _check(shape, mask_prob, mask_length, min_masks)
     batch, time = shape
-    device = (
-        torch.device(device)
-        if device is not None
-        else (generator.device if generator is not None else torch.device("cpu"))
-    )
+    if device is None:
+        on_lengths = lengths.device if isinstance(lengths, torch.Tensor) else torch.device("cpu")
+        device = generator.device if generator is not None else on_lengths
+    device = torch.device(device)
     mask = torch.zeros(batch, time, dtype=torch.bool, device=device)
     if batch == 0 or time == 0:
         return mask

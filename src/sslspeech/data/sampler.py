@@ -96,6 +96,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             missing = world - len(batches) % world
             batches = batches + [batches[i % len(batches)] for i in range(missing)]
         mine = batches[self.rank :: world]
+        if not mine:
+            raise ConfigError(
+                f"{len(self.global_batches())} batches for {world} ranks: rank {self.rank} gets "
+                "none; lower max_samples_per_batch, use drop_last=False or fewer ranks"
+            )
         self._cache = (self.epoch, mine)
         return mine
 

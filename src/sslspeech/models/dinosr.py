@@ -63,6 +63,8 @@ class DinoSRConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ema_exclude_layers", tuple(self.ema_exclude_layers))
+        layers = tuple(tuple(layer) for layer in self.extractor_conv_layers)
+        object.__setattr__(self, "extractor_conv_layers", layers)
         super().__post_init__()
         if not 1 <= self.num_codebooks <= self.num_layers:
             raise ConfigError(

@@ -124,9 +124,9 @@ class CheckpointSource:
         """The unpickled content (allow-list unpickler; plain containers and tensors)."""
         if not self.is_pickle:
             raise CheckpointError(f"{self.path}: not a torch/pickle file")
-        from sslspeech.interop import safe_pickle
+        from sslspeech.interop.safe_pickle import load
 
-        return safe_pickle.load(self.path)
+        return load(self.path)
 
 
 class CheckpointReader(Protocol):
@@ -189,9 +189,9 @@ def resolve(src: str | os.PathLike[str]) -> Path:
     path = Path(src)
     if path.exists():
         return path
-    from sslspeech.interop import hub
+    from sslspeech.interop.hub import resolve as hub_resolve
 
-    return hub.resolve(str(src))
+    return hub_resolve(str(src))
 
 
 def load_checkpoint(src: str | os.PathLike[str], **overrides: Any) -> LoadedCheckpoint:

@@ -118,9 +118,9 @@ def _load_weights(directory: Path) -> dict[str, Tensor]:
             state.update(load_file(directory / shard))
         return state
     if (directory / "pytorch_model.bin").is_file():
-        from sslspeech.interop import safe_pickle
+        from sslspeech.interop.safe_pickle import load
 
-        payload = safe_pickle.load(directory / "pytorch_model.bin")
+        payload = load(directory / "pytorch_model.bin")
         if not isinstance(payload, dict):
             raise CheckpointError(f"{directory}/pytorch_model.bin: expected a state dict")
         return payload

@@ -54,7 +54,8 @@ def keep_random(
     keep = keep.to(mask.device).long()
     if time == 0 or batch == 0:
         return mask
-    keys = torch.rand(batch, time, generator=generator, device=mask.device)
+    # float64 keys: float32 ties (1 in 2**24) at the k-th value would keep an extra frame
+    keys = torch.rand(batch, time, generator=generator, device=mask.device, dtype=torch.float64)
     keys = keys.masked_fill(~mask, 2.0)  # unmasked frames rank last
     if bool((keep == keep[0]).all()):  # one count for all rows: a k-th value threshold
         count = int(keep[0])
@@ -106,7 +107,7 @@ def compute_mask(
     if most > 0:
         # `num` distinct starts uniform in [0, starts_range): the smallest random keys of the range
         width = int(starts_range.max())
-        keys = torch.rand(batch, width, generator=generator, device=device)
+        keys = torch.rand(batch, width, generator=generator, device=device, dtype=torch.float64)
         keys = keys.masked_fill(torch.arange(width, device=device) >= starts_range[:, None], 2.0)
         starts = keys.topk(most, dim=1, largest=False, sorted=True).indices
         positions = starts[:, :, None] + torch.arange(mask_length, device=device)

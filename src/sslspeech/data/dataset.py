@@ -182,9 +182,8 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _crop_start(self, length: int, rng: np.random.Generator) -> int:
-        assert self.max_samples is not None
-        excess = length - self.max_samples
+    def _crop_start(self, length: int, size: int, rng: np.random.Generator) -> int:
+        excess = length - size
         if not self.random_crop:
             return 0
         if self.labels is None:
@@ -202,7 +201,7 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
             wav = standardize(wav)
         labels = None if self.labels is None else self.labels[index]
         if self.max_samples is not None and len(wav) > self.max_samples:
-            start = self._crop_start(len(wav), np.random.default_rng(seed))
+            start = self._crop_start(len(wav), self.max_samples, np.random.default_rng(seed))
             wav = wav[start : start + self.max_samples]
             if labels is not None:
                 first = start // self.samples_per_label

@@ -1,0 +1,41 @@
+"""`sslspeech units merge MANIFEST UNITS OUT`: units as the label column of a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `sslspeech units` (subcommand: merge)."""
+    sub = parser.add_subparsers(dest="units_command", metavar="SUBCOMMAND", required=True)
+    merge = sub.add_parser(
+        "merge",
+        help="add units (joined on fileid) to a manifest as 50 Hz training labels",
+        description="Add units to a manifest, joined on fileid (a .km file: line by line). "
+        "Each utterance of n samples needs 1 + (n - 400) // 320 units (+-1).",
+    )
+    merge.add_argument("manifest", help="manifest (CSV, fairseq TSV, JSONL)")
+    merge.add_argument("units", help='units JSONL {"fileid", "units"} or fairseq .km')
+    merge.add_argument("out", help="manifest with units to write (format from the extension)")
+    merge.add_argument(
+        "--from-mfcc",
+        action="store_true",
+        help="the units are at 100 Hz (MFCC): keep every second one, as the HuBERT recipe does",
+    )
+    merge.add_argument(
+        "--tolerance", type=int, default=1, help="allowed frame count difference (default: 1)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Merge and report."""
+    from sslspeech.units.merge import merge
+
+    count = merge(
+        args.manifest, args.units, args.out, from_mfcc=args.from_mfcc, tolerance=args.tolerance
+    )
+    log.info("wrote %s: %d utterances with units", args.out, count)
+    return 0

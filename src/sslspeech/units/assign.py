@@ -1,0 +1,182 @@
+"""Transcription: every utterance of a feature store -> its k-means units.
+
+Output: JSONL `{"fileid": ..., "units": [...]}` in the store's order, or fairseq `.km` lines
+(space-separated units, one line per utterance, same order) with `km=True`.
+
+Sharded like feature extraction: shard i of n covers a contiguous range of the store's
+utterances and is written atomically to `<out>.parts/part-IIIII-of-NNNNN`; complete parts are
+skipped on a rerun. When every part exists they are joined into `out` (atomically). Without
+`shard`, all parts are made here (or by a process pool / submitit executor) and then removed;
+with `shard`, only that part is made, and the join happens once all parts exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sslspeech.errors import DataError
+from sslspeech.features.extract import run_shards, shard_range
+from sslspeech.units.kmeans import KMeans
+from sslspeech.utils.fileio import atomic_open
+from sslspeech.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+BATCH_FRAMES = 1 << 20  # frames assigned per k-means call (utterances are grouped up to this)
+
+
+def parts_dir(out: str | os.PathLike[str]) -> Path:
+    """Folder of the per-shard parts of `out`."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def part_path(out: str | os.PathLike[str], shard: int, num_shards: int) -> Path:
+    """One shard's part file."""
+    return parts_dir(out) / f"part-{shard:05d}-of-{num_shards:05d}"
+
+
+def _fingerprint(features: Path, kmeans: KMeans, num_shards: int, km: bool) -> dict[str, Any]:
+    digest = hashlib.sha256(kmeans.centroids.numpy().tobytes()).hexdigest()
+    return {
+        "features": str(features.absolute()),
+        "kmeans_sha256": digest,
+        "num_shards": num_shards,
+        "format": "km" if km else "jsonl",
+    }
+
+
+def _prepare_parts(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Make the parts folder; stale parts of another transcription are removed."""
+    folder = parts_dir(out)
+    meta = folder / "parts.json"
+    if meta.is_file() and json.loads(meta.read_text()) != fingerprint:
+        log.warning(
+            "%s: parts of another transcription (features/k-means changed); removed", folder
+        )
+        shutil.rmtree(folder)
+    if not meta.is_file():
+        with atomic_open(meta, "w") as handle:
+            json.dump(fingerprint, handle, indent=1)
+
+
+def _batches(
+    store: Any, fileids: Sequence[str], batch_frames: int
+) -> Iterator[list[tuple[str, np.ndarray]]]:
+    batch: list[tuple[str, np.ndarray]] = []
+    frames = 0
+    for fileid in fileids:
+        array = store[fileid]
+        batch.append((fileid, array))
+        frames += array.shape[0]
+        if frames >= batch_frames:
+            yield batch
+            batch, frames = [], 0
+    if batch:
+        yield batch
+
+
+def _line(fileid: str, units: np.ndarray, km: bool) -> str:
+    if km:
+        return " ".join(map(str, units.tolist())) + "\n"
+    return json.dumps({"fileid": fileid, "units": units.tolist()}) + "\n"
+
+
+def transcribe_shard(
+    features: str | os.PathLike[str],
+    kmeans: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    shard: int = 0,
+    num_shards: int = 1,
+    km: bool = False,
+    device: str | torch.device = "cpu",
+    trust: bool = False,
+    quiet: bool = False,
+    on_utterance: Callable[[int], None] | None = None,
+) -> bool:
+    """Write one shard's part unless it exists; True when it was written.
+
+    `on_utterance(i)` is called after each utterance is assigned (tests simulate crashes).
+    """
+    from sslspeech.features.store import open_store
+
+    target = part_path(out, shard, num_shards)
+    if target.is_file():
+        return False
+    store = open_store(features)
+    model = KMeans.load(kmeans, trust=trust)
+    fileids = list(store)
+    start, end = shard_range(len(fileids), num_shards, shard)
+    count = start
+    with atomic_open(target, "w") as handle:
+        batches = _batches(store, fileids[start:end], BATCH_FRAMES)
+        for batch in progress(batches, desc=f"transcribe {target.name}", quiet=quiet):
+            arrays = [np.asarray(a, dtype=np.float32) for _, a in batch]
+            labels = model.predict(np.concatenate(arrays), device=device).numpy()
+            bounds = np.cumsum([0] + [a.shape[0] for a in arrays])
+            for (fileid, _), begin, stop in zip(batch, bounds[:-1], bounds[1:], strict=True):
+                handle.write(_line(fileid, labels[begin:stop], km))
+                if on_utterance is not None:
+                    on_utterance(count)
+                count += 1
+    return True
+
+
+def _join(out: Path, num_shards: int) -> bool:
+    """Concatenate the parts into `out` when all exist; True when it did."""
+    parts = [part_path(out, i, num_shards) for i in range(num_shards)]
+    if not all(p.is_file() for p in parts):
+        return False
+    with atomic_open(out, "wb") as handle:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, handle)
+    return True
+
+
+def transcribe(
+    features: str | os.PathLike[str],
+    kmeans: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    km: bool = False,
+    shard: int | None = None,
+    num_shards: int = 1,
+    workers: int = 1,
+    executor: Any = None,
+    device: str | torch.device = "cpu",
+    trust: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Units of every utterance of the feature store `features` with the k-means `kmeans`.
+
+    Writes `out` (JSONL, or `.km` lines with `km=True`); see the module docstring for shards.
+    """
+    out = Path(out)
+    if num_shards < 1:
+        raise DataError(f"num_shards must be >= 1, got {num_shards}")
+    model = KMeans.load(kmeans, trust=trust)
+    _prepare_parts(out, _fingerprint(Path(features), model, num_shards, km))
+    todo = [shard] if shard is not None else list(range(num_shards))
+    todo = [i for i in todo if not part_path(out, i, num_shards).is_file()]
+    args = [
+        (str(features), str(kmeans), str(out), i, num_shards, km, str(device), trust) for i in todo
+    ]
+    if shard is not None or (workers <= 1 and executor is None):
+        for one in args:
+            transcribe_shard(*one, quiet=quiet)
+    else:
+        run_shards(transcribe_shard, args, workers, executor)
+    if _join(out, num_shards) and shard is None:
+        shutil.rmtree(parts_dir(out))
+    return out

@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
     "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),
     "convert": ("convert", "rewrite a checkpoint (any supported format) as native or HF"),
+    "synth": ("synth", "synthetic phone-aligned speech (espeak-ng): wav, manifest, item file"),
+    "features": ("features", "MFCC or model-layer features of a manifest into a sharded store"),
+    "kmeans": ("kmeans", "fit k-means (torch, CPU/GPU) on a fraction of a feature store"),
+    "transcribe": ("transcribe", "k-means units of every utterance of a store (JSONL or .km)"),
+    "units": ("units", "unit files: merge MANIFEST UNITS OUT adds units as training labels"),
 }
 
 log = logging.getLogger("sslspeech")

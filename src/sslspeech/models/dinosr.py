@@ -89,6 +89,9 @@ class DinoSRConfig(EncoderConfig):
             )
 
 
+INSTANCE_NORM_EPS = 1e-5
+
+
 def base(**overrides: Any) -> DinoSRConfig:
     """DinoSR Base as reproduced by the `spidr` package: 12 layers, 768 wide, 8 codebooks of 256,
     no q/k/v bias, layer drop 0.05."""
@@ -292,10 +295,13 @@ class DinoSR(Pretrained):
         over time (padding included, as the reference), at the selected frames:
         [codebook, frame, feature] float32."""
         outputs = self.teacher(feats, frame_lengths).ffn_outputs[-self.num_codebooks :]
-        stacked = torch.stack(outputs).float().flatten(0, 1)  # [K * batch, frame, feature]
-        normed = F.instance_norm(stacked.transpose(1, 2)).transpose(1, 2)
-        normed = normed.reshape(self.num_codebooks, -1, normed.shape[-1])
-        return normed.index_select(1, index)
+        stacked = torch.stack(outputs).float()  # [K, batch, frame, feature]
+        # F.instance_norm statistics (biased variance, eps 1e-5), applied to the selected
+        # frames only: no transposed copies of the full tensor.
+        var, mean = torch.var_mean(stacked, dim=2, correction=0)  # [K, batch, feature]
+        rows = torch.div(index, stacked.shape[2], rounding_mode="floor")
+        selected = stacked.flatten(1, 2).index_select(1, index)
+        return (selected - mean[:, rows]) * torch.rsqrt(var[:, rows] + INSTANCE_NORM_EPS)
 
     @staticmethod
     def _valid_frames(

@@ -143,3 +143,18 @@ def test_training_checkpoint(fixtures_dir: Path, tmp_path: Path) -> None:
     )
     loaded = SpidR.from_pretrained(tmp_path / "step_7.pt")
     _same_outputs(loaded, model, folder)
+
+
+def test_fairseq_cfg_interpolation_and_no_freeze(fixtures_dir: Path, tmp_path: Path) -> None:
+    """cfg values as omegaconf interpolations resolve from the cfg; freeze_teacher_step=-1
+    (never freeze) becomes a step no run reaches."""
+    payload = torch.load(
+        _folder(fixtures_dir, "tiny_dinosr_fairseq_original") / "dinosr.ckpt", weights_only=True
+    )
+    payload["cfg"]["model"]["ema_anneal_end_step"] = "${optimization.max_update}"
+    payload["cfg"]["model"]["freeze_teacher_step"] = -1
+    torch.save(payload, tmp_path / "dinosr.ckpt")
+    model = DinoSR.from_pretrained(tmp_path / "dinosr.ckpt")
+    assert model.config.ema_final_step == payload["cfg"]["optimization"]["max_update"]
+    assert model.config.freeze_step > 10**12
+    assert model.update_teacher(10**7) < 1.0

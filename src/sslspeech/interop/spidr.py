@@ -288,7 +288,7 @@ def config_from_fairseq(cfg: dict[str, Any], state: dict[str, Tensor]) -> dict[s
         num_codebooks=int(model["average_top_k_layers"]),
         ema_start_decay=float(model["ema_decay"]),
         ema_final_decay=float(model["ema_end_decay"]),
-        freeze_step=int(model["freeze_teacher_step"]),
+        freeze_step=_freeze_step(int(model["freeze_teacher_step"])),
         ema_exclude_layers=["pos_conv_embed"] if model.get("ema_layers_only", True) else [],
         mask_prob=float(model.get("mask_prob", 0.8)),
         mask_length=int(model.get("mask_length", 10)),
@@ -302,6 +302,15 @@ def config_from_fairseq(cfg: dict[str, Any], state: dict[str, Tensor]) -> dict[s
     if isinstance(final_step, int | float):
         config["ema_final_step"] = int(final_step)
     return config
+
+
+def _freeze_step(step: int) -> int:
+    """fairseq's -1 (never freeze the teacher) as a step no run reaches."""
+    return NEVER if step < 0 else step
+
+
+#: A step no training run reaches (fairseq `freeze_teacher_step=-1`).
+NEVER = 2**62
 
 
 def native_state_from_fairseq(model: dict[str, Any], origin: str) -> dict[str, Tensor]:

@@ -29,7 +29,7 @@ def add_sharding_arguments(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("-A", "--account", help="account")
     slurm.add_argument("-G", "--gpus-per-job", type=int, default=0, help="GPUs per job")
     slurm.add_argument("-c", "--cpus-per-task", type=int, default=None, help="CPU cores per job")
-    slurm.add_argument("-t", "--time", type=int, default=None, help="time limit, minutes")
+    slurm.add_argument("-t", "--time", type=int, default=60, help="minutes per job (default 60)")
     slurm.add_argument("--array-parallelism", type=int, default=64, help="jobs at once")
     slurm.add_argument("--slurm-cluster", default=None, help="submitit cluster (local: here)")
 
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = args.threads or args.cpus_per_task
     shard, num_shards = sharding(args)
     out = Path(args.out_dir)
     extract_features(
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
         num_shards=num_shards,
         workers=args.workers,
+        threads=threads,
         executor=executor(args, out / "slurm", "features"),
         device=args.device,
         quiet=args.quiet,

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = args.threads or args.cpus_per_task
     shard, num_shards = sharding(args)
     out = Path(args.out)
     transcribe(
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
         num_shards=num_shards,
         workers=args.workers,
+        threads=threads,
         executor=executor(args, out.with_name(out.name + ".slurm"), "transcribe"),
         device=args.device,
         trust=args.trust_pickle,

@@ -202,24 +202,32 @@ def run_shards(
     shard_args: list[tuple[Any, ...]],
     workers: int = 1,
     executor: Any = None,
+    threads: int | None = None,
 ) -> list[Any]:
     """Run `job(*args)` for every shard: in this process, a spawn process pool, or a submitit
-    executor (one array job per shard; anything with `map_array`)."""
+    executor (one array job per shard; anything with `map_array`).
+
+    Pool workers and array jobs set their torch threads to `threads` (pool default: cores /
+    workers): many processes each spinning up all cores' threads slow each other down.
+    """
     if not shard_args:
         return []
     if executor is not None:
-        jobs = executor.map_array(job, *zip(*shard_args, strict=True))
+        call = functools.partial(_with_threads, job, threads)
+        jobs = executor.map_array(call, shard_args)
         return [j.result() for j in jobs]
     if workers <= 1 or len(shard_args) == 1:
         return [job(*args) for args in shard_args]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(shard_args)), mp_context=context) as pool:
-        return list(pool.map(functools.partial(_pool_shard_call, job, threads), shard_args))
+        return list(pool.map(functools.partial(_with_threads, job, threads), shard_args))
 
 
-def _pool_shard_call(job: Callable[..., Any], threads: int, args: tuple[Any, ...]) -> Any:
-    torch.set_num_threads(threads)
+def _with_threads(job: Callable[..., Any], threads: int | None, args: tuple[Any, ...]) -> Any:
+    """Run one shard in a process of its own (pool worker or array job)."""
+    if threads:
+        torch.set_num_threads(threads)
     return job(*args)
 
 
@@ -236,13 +244,15 @@ def extract_features(
     num_shards: int = 1,
     workers: int = 1,
     executor: Any = None,
+    threads: int | None = None,
     device: str | torch.device = "cpu",
     quiet: bool = False,
 ) -> Path:
     """Extract features of every utterance of `manifest` into the store `out_dir`.
 
     `shard` given: only that shard of `num_shards` (one job of an array). Otherwise every
-    incomplete shard, with `workers` local processes or a submitit `executor`.
+    incomplete shard, with `workers` local processes or a submitit `executor` (whose jobs use
+    `threads` torch threads each).
     """
     spec = FeatureSpec(
         kind=kind,
@@ -263,5 +273,5 @@ def extract_features(
         for one in args:
             extract_shard(*one, quiet=quiet)
     else:
-        run_shards(extract_shard, args, workers, executor)
+        run_shards(extract_shard, args, workers, executor, threads)
     return out

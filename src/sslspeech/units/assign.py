@@ -154,6 +154,7 @@ def transcribe(
     num_shards: int = 1,
     workers: int = 1,
     executor: Any = None,
+    threads: int | None = None,
     device: str | torch.device = "cpu",
     trust: bool = False,
     quiet: bool = False,
@@ -176,7 +177,7 @@ def transcribe(
         for one in args:
             transcribe_shard(*one, quiet=quiet)
     else:
-        run_shards(transcribe_shard, args, workers, executor)
+        run_shards(transcribe_shard, args, workers, executor, threads)
     if _join(out, num_shards) and shard is None:
         shutil.rmtree(parts_dir(out))
     return out

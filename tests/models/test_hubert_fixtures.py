@@ -181,3 +181,23 @@ def test_normalize_input_recorded(fixtures_dir: Path) -> None:
     ).config.normalize_input
     assert HuBERT.from_pretrained(root / "hf_large_like" / "model").config.normalize_input
     assert not HuBERT.from_pretrained(root / "hf_base_like" / "model").config.normalize_input
+
+
+def test_every_expected_key_is_checked(fixtures_dir: Path) -> None:
+    """The tests above compare every tensor of every expected.safetensors (names listed here
+    are exactly the ones check_outputs / the pretrain tests look up)."""
+    families = {"hf": "hf", "fairseq": "fairseq", "s3prl": "fairseq", "torchaudio": "torchaudio"}
+    logits = {"logit_m", "logit_u", "features_pen", "loss_m_sum", "loss_u_sum", "loss"}
+    for root in sorted((fixtures_dir / "hubert").iterdir()):
+        if not root.is_dir():
+            continue
+        expected = set(load_file(root / "expected.safetensors"))
+        family = families[root.name.split("_")[0]]
+        num_layers = sum(1 for key in expected if key.startswith("ffn_layer_")) or 2
+        names = {FINAL_KEYS[family]}
+        for i in range(num_layers + 1):
+            names |= {f"{LAYER_KEYS[family]}{i}", f"ffn_layer_{i}"}
+        debug = {"conv_features", "projected_features"}  # unpadded only
+        covered = names | debug | {f"padded_{n}" for n in names} | logits
+        covered |= {"padded_frame_lengths", "padded_frame_padding_mask"}
+        assert expected <= covered, (root.name, sorted(expected - covered))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 import tomllib
 import types
@@ -23,9 +24,9 @@ from sslspeech.errors import ConfigError
 
 MODEL_TYPES = ("hubert_pretrain", "spidr", "dinosr")
 _MODEL_CONFIG_CLASSES = {
-    "hubert_pretrain": "HuBERTPretrainConfig",
-    "spidr": "SpidRConfig",
-    "dinosr": "DinoSRConfig",
+    "hubert_pretrain": ("sslspeech.models.configs", "HuBERTPretrainConfig"),
+    "spidr": ("sslspeech.models.spidr", "SpidRConfig"),
+    "dinosr": ("sslspeech.models.dinosr", "DinoSRConfig"),
 }
 
 
@@ -181,9 +182,6 @@ class OptimConfig:
     """Micro-batches per optimizer step on each rank (fairseq `optimization.update_freq`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Autocast precision; float16 uses a gradient scaler (fairseq `common.fp16`)."""
-    freeze_modules: tuple[str, ...] = ()
-    """Parameter-name prefixes trained until the model's `freeze_step`, then frozen (spidr
-    `to_freeze`; only for models with a freeze step)."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -289,13 +287,6 @@ class TrainConfig:
                     f"model.{name} ({self.model.options[name]}) differs from masking.{name} "
                     f"({getattr(self.masking, name)}); set masking.{name} only"
                 )
-        if self.optim.freeze_modules and "freeze_step" not in self.model.options:
-            config = self.model.build()
-            if not hasattr(config, "freeze_step"):
-                raise ConfigError(
-                    f"optim.freeze_modules is set but model type {self.model.type!r} has no "
-                    "freeze_step; remove optim.freeze_modules"
-                )
 
     def model_config(self) -> Any:
         """The model's config object, its mask fields (if any) taken from `[masking]`."""
@@ -338,16 +329,15 @@ SECTIONS: dict[str, type] = {
 
 
 def model_config_class(model_type: str) -> type:
-    """The config dataclass of a model type (from `sslspeech.models.configs`)."""
-    from sslspeech.models import configs
-
+    """The config dataclass of a model type (e.g. `sslspeech.models.spidr.SpidRConfig`)."""
     try:
-        return getattr(configs, _MODEL_CONFIG_CLASSES[model_type])
+        module, name = _MODEL_CONFIG_CLASSES[model_type]
     except KeyError:
         raise ConfigError(
             f"model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"
             + _suggest(model_type, MODEL_TYPES)
         ) from None
+    return getattr(importlib.import_module(module), name)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -434,11 +424,7 @@ def _check_keys(
             continue  # the model type itself is wrong: reported below
         elif name is not None and name not in _section_fields(section, model_type):
             dotted = f"{section}.{name}"
-            valid = [key for key in every_key if key.startswith(f"{section}.")]
-            hint = _suggest(dotted, valid) or _suggest(dotted, every_key)
-            if not hint:
-                hint = _suggest(name, [key.split(".", 1)[1] for key in valid], prefix=section)
-            problems.append(f"{where}: unknown key {dotted!r}{hint}")
+            problems.append(f"{where}: unknown key {dotted!r}{_suggest_key(dotted, every_key)}")
     if model_type is not None and model_type not in MODEL_TYPES:
         problems.append(
             f"{source}: model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"
@@ -446,6 +432,17 @@ def _check_keys(
         )
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
+
+
+def _suggest_key(dotted: str, every_key: list[str]) -> str:
+    """Closest key of the same section, else the same name in another section, else any."""
+    section, name = dotted.split(".", 1)
+    same = [key for key in every_key if key.startswith(f"{section}.")]
+    hint = _suggest(dotted, same) or _suggest(name, [k.split(".", 1)[1] for k in same], section)
+    if hint:
+        return hint
+    elsewhere = [key for key in every_key if key.split(".", 1)[1] == name]
+    return f"; did you mean {elsewhere[0]!r}?" if elsewhere else _suggest(dotted, every_key)
 
 
 def _names(table: Any) -> Iterable[str | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 
 
@@ -27,7 +26,8 @@ class Objective(Protocol):
     """What the loop needs from a pretraining objective."""
 
     freeze_step: int | None
-    """Step from which `optim.freeze_modules` stop training (None: never)."""
+    """Step from which part of the model stops training (None: never); the loop re-wraps the
+    model for DDP then."""
 
     def __call__(self, module: nn.Module, batch: dict[str, Any]) -> Loss:
         """Forward one micro-batch through `module` (the wrapped model)."""
@@ -37,11 +37,19 @@ class Objective(Protocol):
         """Called after optimizer step `step` (1-based) on the bare model; returns logs."""
         ...
 
+    def resume(self, model: nn.Module, step: int) -> None:
+        """Put the model in the state of a run `step` steps in (e.g. frozen parts)."""
+        ...
+
 
 class MaskedPrediction:
-    """HuBERT: cross entropy of the masked frames' cluster ids (+ feature penalty)."""
+    """HuBERT: cross entropy of the masked frames' cluster ids (+ unmasked frames when
+    `pred_nomask_weight` > 0, + the feature penalty), as fairseq's HubertCriterion."""
 
     freeze_step: int | None = None
+
+    def __init__(self, model: nn.Module) -> None:
+        self.pred_nomask = float(getattr(model.config, "pred_nomask_weight", 0.0)) > 0
 
     def __call__(self, module: nn.Module, batch: dict[str, Any]) -> Loss:
         # The collator pads labels with -100; padded frames are outside `lengths`, so any
@@ -51,7 +59,7 @@ class MaskedPrediction:
             batch["waveforms"], labels, mask=batch["mask"], lengths=batch["lengths"]
         )
         count = int(stats["n_masked"])
-        if float(getattr(_bare(module).config, "pred_nomask_weight", 0.0)) > 0:
+        if self.pred_nomask:
             count += int(stats["n_unmasked"])
         stats = {k: v for k, v in stats.items() if not k.startswith("n_")}
         return Loss(total=loss * count, count=count, stats=stats)
@@ -59,11 +67,15 @@ class MaskedPrediction:
     def after_step(self, model: nn.Module, step: int) -> dict[str, float]:
         return {}
 
+    def resume(self, model: nn.Module, step: int) -> None:
+        pass
+
 
 class SelfDistillation:
     """DinoSR / SpidR: predict the EMA teacher's codebook assignments of the masked frames;
-    the teacher follows the student after each step; from `freeze_step` on the teacher stops
-    (decay 1) and the conv extractor freezes."""
+    the teacher follows the student after each step (`update_teacher`); from `freeze_step` on
+    the teacher stops (decay 1) and the model freezes its conv extractor and projection (AdamW
+    skips them: they get no gradient)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.freeze_step = getattr(model.config, "freeze_step", None)
@@ -76,24 +88,13 @@ class SelfDistillation:
         decay = model.update_teacher(step)  # type: ignore[operator]
         return {"ema_decay": float(decay)}
 
+    def resume(self, model: nn.Module, step: int) -> None:
+        if self.freeze_step is not None and step >= self.freeze_step:
+            model.freeze_extractor()  # type: ignore[operator]
+
 
 def build_objective(model_type: str, model: nn.Module) -> Objective:
     """The objective that trains `model_type`."""
     if model_type == "hubert_pretrain":
-        return MaskedPrediction()
+        return MaskedPrediction(model)
     return SelfDistillation(model)
-
-
-def _bare(module: nn.Module) -> nn.Module:
-    inner = getattr(module, "module", module)  # DistributedDataParallel
-    return getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
-
-
-def count_frames(losses: list[Loss]) -> int:
-    """Frames of the micro-batches of one step on this rank."""
-    return sum(loss.count for loss in losses)
-
-
-def detach_total(losses: list[Loss]) -> Tensor:
-    """Summed loss of one step on this rank (detached)."""
-    return torch.stack([loss.total.detach().float() for loss in losses]).sum()

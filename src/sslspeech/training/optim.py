@@ -22,27 +22,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
-    """Trainable parameters in named groups: "main" / "frozen_later" (spidr's extractor, frozen
-    at the freeze step), each split into decay / no-decay when norms and biases skip decay."""
-    groups: dict[str, list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:  # the EMA teacher, frozen layers
-            continue
-        part = (
-            "frozen_later" if name.startswith(tuple(config.freeze_modules or ("\0",))) else "main"
-        )
-        decay = config.decay_norms_and_biases or param.ndim >= 2
-        groups.setdefault(part if decay else f"{part}_no_decay", []).append(param)
-    order = ["main", "main_no_decay", "frozen_later", "frozen_later_no_decay"]
-    return [
-        {
-            "name": name,
-            "params": groups[name],
-            "weight_decay": 0.0 if name.endswith("_no_decay") else config.weight_decay,
-        }
-        for name in order
-        if name in groups
-    ]
+    """Trainable parameters (the EMA teacher is not), in one group, or two when norms and
+    biases (1-D tensors) skip weight decay."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if config.decay_norms_and_biases or param.ndim >= 2 else no_decay).append(param)
+    groups = [{"name": "decay", "params": decay, "weight_decay": config.weight_decay}]
+    if no_decay:
+        groups.append({"name": "no_decay", "params": no_decay, "weight_decay": 0.0})
+    return [group for group in groups if group["params"]]
 
 
 def build_optimizer(
@@ -113,21 +103,6 @@ def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> torch
     if not params:
         return torch.zeros(())
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
-
-
-def freeze(model: nn.Module, prefixes: Iterable[str]) -> int:
-    """Stop training parameters whose names start with `prefixes` (spidr's freeze step): they
-    keep their values, AdamW skips them from now on. Returns how many were frozen."""
-    prefixes = tuple(prefixes)
-    count = 0
-    for name, param in model.named_parameters():
-        if prefixes and name.startswith(prefixes) and param.requires_grad:
-            param.requires_grad_(False)
-            param.grad = None
-            count += 1
-    if count:  # AdamW skips parameters without gradients; its groups stay as saved
-        log.info("froze %d parameter tensors (%s)", count, ", ".join(prefixes))
-    return count
 
 
 def parallelize(

@@ -50,7 +50,6 @@ from sslspeech.training.optim import (
     build_scaler,
     build_scheduler,
     clip_gradients,
-    freeze,
     no_sync,
     parallelize,
 )
@@ -168,8 +167,7 @@ class Trainer:
         self.state = TrainState()
         self.saved_step = -1
         self.resume()
-        if self.frozen_at(self.state.step):
-            freeze(self.model, config.optim.freeze_modules)
+        self.objective.resume(self.model, self.state.step)
         self.module = self.parallelize()
         if env.is_main:
             save_config(config, self.workdir / "config.toml")
@@ -294,9 +292,9 @@ class Trainer:
             self.checkpoints.update_best(self.state.step, metric, values[metric])
 
     def maybe_freeze(self) -> None:
-        """At the objective's freeze step, stop training `optim.freeze_modules` (re-wrap DDP)."""
-        at_freeze = self.state.step == self.objective.freeze_step
-        if at_freeze and freeze(self.model, self.config.optim.freeze_modules):
+        """At the objective's freeze step part of the model stopped training: re-wrap for DDP,
+        which must not wait for their gradients."""
+        if self.state.step == self.objective.freeze_step and self.env.is_distributed:
             self.module = self.parallelize()
 
     # ------------------------------------------------------------------ pieces
@@ -320,14 +318,6 @@ class Trainer:
             self.env,
             compile=self.config.run.compile,
             find_unused_parameters=find_unused,
-        )
-
-    def frozen_at(self, step: int) -> bool:
-        freeze_step = self.objective.freeze_step
-        return (
-            bool(self.config.optim.freeze_modules)
-            and freeze_step is not None
-            and step >= freeze_step
         )
 
     def progress_bar(self) -> Any:

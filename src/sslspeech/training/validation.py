@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,19 @@ def validate(
     *,
     device: str | torch.device = "cpu",
     metric: str = "loss",
+    only: Sequence[str | os.PathLike[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Validate every `step_N.pt` of `checkpoint_dir` not yet in `out` (JSONL, appended), then
-    point `best.pt` at the lowest `metric`. Returns every record of `out`; a checkpoint that
-    cannot be validated makes it raise after the others are done."""
+    """Validate every `step_N.pt` of `checkpoint_dir` (or those in `only`) not yet in `out`
+    (JSONL, appended), then point `best.pt` at the lowest `metric`. Returns the records of
+    `out` for the checkpoints present; a checkpoint that cannot be validated makes it raise
+    after the others are done."""
     device = torch.device(device)
     found = ckpt.list_checkpoints(checkpoint_dir)
+    if only is not None:
+        names = {Path(path).name for path in only}
+        found = [(step, path) for step, path in found if path.name in names]
     if not found:
-        raise CheckpointError(f"no step_N.pt checkpoint in {checkpoint_dir}")
+        raise CheckpointError(f"no step_N.pt checkpoint to validate in {checkpoint_dir}")
     out = Path(out)
     done = {record.get("checkpoint") for record in read_metrics(out)}
     failures = []
@@ -107,7 +113,8 @@ def validate(
         with out.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         log.info("step %d: %s=%.4f", step, metric, record.get(metric, float("nan")))
-    records = [r for r in read_metrics(out) if r.get("checkpoint") in {p.name for _, p in found}]
+    present = {path.name for _, path in ckpt.list_checkpoints(checkpoint_dir)}
+    records = [r for r in read_metrics(out) if r.get("checkpoint") in present]
     scored = [r for r in records if metric in r]
     if scored:
         best = min(scored, key=lambda r: r[metric])

@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
     "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),
     "convert": ("convert", "rewrite a checkpoint (any supported format) as native or HF"),
+    "abx": ("abx", "ABX phone discriminability of features or model layers (fastabx-exact)"),
+    "train": ("train", "pretrain HuBERT/DinoSR/SpidR: here, --nproc N processes, or --slurm"),
+    "validate": ("validate", "validation loss of every checkpoint of a run; updates best.pt"),
     "synth": ("synth", "synthetic phone-aligned speech (espeak-ng): wav, manifest, item file"),
     "features": ("features", "MFCC or model-layer features of a manifest into a sharded store"),
     "kmeans": ("kmeans", "fit k-means (torch, CPU/GPU) on a fraction of a feature store"),
@@ -49,7 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides after an option (`train CONFIG --workdir D a=1`) land in `extra`.
+    overrides = getattr(args, "overrides", None)
+    if extra and isinstance(overrides, list) and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides, extra = [*overrides, *extra], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from sslspeech import __version__
 

@@ -5,7 +5,7 @@
 - manifest creation for 10 000 small WAV files (files/s, 1 and N worker processes);
 - decode throughput (audio seconds per second) from WAV files, FLAC files and FLAC in a tar.
 
-Usage: python bench/data.py [--files 10000] [--workers 2] [--quick]
+Usage: python bench/data.py [--files 10000] [--workers 2] [--quick] [--only masking]
 """
 
 from __future__ import annotations
@@ -36,17 +36,19 @@ def emit(**record: object) -> None:
     print(json.dumps(record), flush=True)
 
 
-def per_call_ms(function: Callable[[], object], calls: int, rounds: int = 5) -> float:
-    """Median over `rounds` of the mean time per call (ms)."""
+def per_call_ms(function: Callable[[], object], calls: int, rounds: int = 5) -> tuple[float, float]:
+    """Median over `rounds` of the mean wall and CPU time per call (ms); CPU time is the
+    steadier figure on a shared machine."""
     for _ in range(max(10, calls // 10)):
         function()
-    times = []
+    wall, cpu = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
             function()
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) / calls * 1e3)
+        cpu.append((time.process_time() - start_cpu) / calls * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench_masking(calls: int) -> None:
@@ -60,12 +62,13 @@ def bench_masking(calls: int) -> None:
         ),
     }
     for name, function in cases.items():
-        ms = per_call_ms(function, calls)
+        ms, cpu_ms = per_call_ms(function, calls)
         emit(
             bench="masking",
             function=name,
             shape=[16, 780],
             ms_per_call=round(ms, 4),
+            cpu_ms_per_call=round(cpu_ms, 4),
             speedup_vs_spidr_0_2=round(SPIDR_REFERENCE_MS / ms, 1),
             threads=torch.get_num_threads(),
         )
@@ -138,14 +141,20 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000, help="files for the manifest bench")
     parser.add_argument("--workers", type=int, default=2, help="worker processes to compare")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument(
+        "--only", choices=("masking", "manifest", "decode"), default=None, help="one benchmark"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     files = 500 if args.quick else args.files
-    bench_masking(100 if args.quick else 500)
+    if args.only in (None, "masking"):
+        bench_masking(100 if args.quick else 500)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        bench_manifest(root, files, args.workers)
-        bench_decode(root, 20 if args.quick else 200, 10.0)
+        if args.only in (None, "manifest"):
+            bench_manifest(root, files, args.workers)
+        if args.only in (None, "decode"):
+            bench_decode(root, 20 if args.quick else 200, 10.0)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from sslspeech.errors import ConfigError, DataError
 from sslspeech.features import mfcc, open_store
 from sslspeech.features.extract import FeatureSpec, extract_features, extract_shard, shard_range
 
-LENGTHS = [16000, 5000, 350, 12345, 800, 9000, 401]  # one shorter than a window: 0 frames
+LENGTHS = [16000, 5000, 350, 12345, 800, 9000, 401, 40]  # < 400: 0 MFCC frames; 40: 0 model
 
 
 @pytest.fixture
 def manifest(tmp_path) -> Path:
-    """Seven short WAVs (tones + noise) and their CSV manifest."""
+    """Eight short WAVs (tones + noise) and their CSV manifest."""
     rng = np.random.default_rng(0)
     entries = []
     for i, n in enumerate(LENGTHS):
@@ -193,6 +193,7 @@ def test_model_layer_features(manifest, tmp_path, normalize_input, before_residu
                 wav[None], num_layers=2, before_residual=before_residual
             )
         np.testing.assert_allclose(store[f"u{i}"], layers[1][0].numpy(), atol=1e-5, rtol=1e-5)
+    assert store["u7"].shape == (0, 24)  # shorter than the conv stack's receptive field
 
 
 def test_model_errors(manifest, tmp_path):

@@ -122,6 +122,8 @@ class Featurizer:
             from sslspeech.features.mfcc import mfcc
 
             return mfcc(x).cpu().numpy()
+        if int(self.model.frame_lengths(torch.tensor([x.shape[0]]))[0]) == 0:
+            return np.zeros((0, self.model.config.embed_dim), np.float32)  # shorter than a frame
         if self.normalize:
             from sslspeech.data.audio import standardize
 

@@ -13,18 +13,20 @@
 Speakers are espeak voice variants with their own rate and pitch; each utterance varies rate,
 pitch, pitch range, leading silence, gain, a first-order channel tilt and white noise (15-30 dB
 SNR), all drawn from the seed. espeak's synthesis state carries over between utterances of one
-process, so every speaker is synthesized in a fresh process: the output depends only on
-(seed, speakers, utterances), not on the number of workers or on earlier calls.
+process, so every speaker is synthesized in a fresh process (`sslspeech.synth.worker`): the
+output depends only on (seed, speakers, utterances), not on the number of workers or on
+earlier calls.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sslspeech.errors import ConfigError
+from sslspeech.errors import ConfigError, SSLSpeechError
 from sslspeech.synth.lexicon import sentence
 from sslspeech.synth.resample import resample_poly
 from sslspeech.utils.fileio import atomic_open, atomic_path
@@ -194,7 +196,7 @@ def _degrade(speech: np.ndarray, rng: np.random.Generator, lead: int) -> np.ndar
     return np.clip(np.round(scaled * 32768), -32768, 32767).astype(np.int16)
 
 
-def _speaker_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+def speaker_job(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Synthesize one speaker's utterances (runs in a fresh process; writes its WAV files)."""
     import soundfile
 
@@ -209,7 +211,9 @@ def _speaker_job(job: dict[str, Any]) -> list[dict[str, Any]]:
         text = pool[int(rng.integers(len(pool)))]
         rate = voice.rate + int(rng.integers(-20, 21))
         pitch = voice.pitch + int(rng.integers(-10, 11))
-        said = engine.speak(text, voice.voice, rate, pitch, seed=int(rng.integers(1, 2**31)))
+        pitch_range = int(rng.integers(30, 81))
+        espeak_seed = int(rng.integers(1, 2**31))
+        said = engine.speak(text, voice.voice, rate, pitch, espeak_seed, pitch_range)
         speech = resample_poly(said.samples / 32768.0, 320, 441)
         lead = int(rng.uniform(0.05, 0.25) * SAMPLE_RATE)
         audio = _degrade(speech, rng, lead)
@@ -231,10 +235,25 @@ def _speaker_job(job: dict[str, Any]) -> list[dict[str, Any]]:
                 "text": text,
                 "rate": rate,
                 "pitch": pitch,
+                "pitch_range": pitch_range,
                 "num_samples": len(audio),
                 "segments": [asdict(s) for s in segments],
             }
         )
+    return records
+
+
+def _run_worker(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """One speaker in a fresh `python -m sslspeech.synth.worker` process."""
+    command = [sys.executable, "-m", "sslspeech.synth.worker"]
+    done = subprocess.run(command, input=json.dumps(job), capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise SSLSpeechError(
+            f"synthesizing speaker {job['voice']['speaker']} failed (exit {done.returncode}):\n"
+            f"{tail}"
+        )
+    records: list[dict[str, Any]] = json.loads(done.stdout)
     return records
 
 
@@ -304,9 +323,8 @@ def make_corpus(
         for i in range(speakers)
     ]
     workers = max(1, min(workers or os.cpu_count() or 1, speakers))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, max_tasks_per_child=1) as pool_exec:
-        records = [r for batch in pool_exec.map(_speaker_job, jobs) for r in batch]
+    with ThreadPoolExecutor(workers) as threads:
+        records = [r for batch in threads.map(_run_worker, jobs) for r in batch]
     summary = _write_outputs(out, records)
     expected = {f"{r['fileid']}.wav" for r in records}
     for stale in (out / "wav").glob("*.wav"):
@@ -324,7 +342,8 @@ def make_corpus(
         "total_seconds": round(total, 3),
         "speakers": [asdict(VOICES[i]) for i in range(speakers)],
         "utterances": [
-            {k: r[k] for k in ("fileid", "speaker", "text", "rate", "pitch")} for r in records
+            {k: r[k] for k in ("fileid", "speaker", "text", "rate", "pitch", "pitch_range")}
+            for r in records
         ],
         **summary,
     }

@@ -122,18 +122,24 @@ class Engine:
         return 0
 
     def speak(
-        self, text: str, voice: str, rate: int = 175, pitch: int = 50, seed: int = 0
+        self,
+        text: str,
+        voice: str,
+        rate: int = 175,
+        pitch: int = 50,
+        seed: int = 0,
+        pitch_range: int = 50,
     ) -> Utterance:
-        """Synthesize `text` with espeak voice `voice` (e.g. "en-us+m3"), words/min, pitch 0-100.
-
-        `seed` seeds espeak's own random generator (voices with flutter/roughness use it).
-        """
+        """Synthesize `text` with espeak voice `voice` (e.g. "en-us+m3"): `rate` in words/min,
+        `pitch` and `pitch_range` (intonation) 0-100; `seed` seeds espeak's random generator
+        (voices with flutter/roughness use it)."""
         with self._lock:
             self._lib.espeak_ng_SetRandSeed(int(seed))
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ConfigError(f"espeak-ng has no voice {voice!r}")
             self._lib.espeak_SetParameter(PARAM_RATE, int(rate), 0)
             self._lib.espeak_SetParameter(PARAM_PITCH, int(pitch), 0)
+            self._lib.espeak_SetParameter(PARAM_RANGE, int(pitch_range), 0)
             self._chunks, self._events = [], []
             data = text.encode("utf-8") + b"\0"
             error = self._lib.espeak_Synth(data, len(data), 0, 0, 0, CHARS_UTF8, None, None)

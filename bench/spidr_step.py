@@ -44,13 +44,14 @@ def reference_model() -> nn.Module | None:
     return ReferenceSpidR(SpidRConfig()).train()
 
 
-def step_time(step: Callable[[], torch.Tensor], model: nn.Module) -> float:
-    """Seconds for one forward + backward."""
+def step_time(step: Callable[[], torch.Tensor], model: nn.Module) -> tuple[float, float]:
+    """Wall and process CPU seconds for one forward + backward (CPU time is the steadier figure
+    on a shared machine)."""
     model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     loss = step()
     loss.mean().backward()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def main() -> None:
@@ -87,23 +88,30 @@ def main() -> None:
     if reference is not None:
         runs["spidr"] = (reference_step, reference)
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu_times: dict[str, list[float]] = {name: [] for name in runs}
     for repeat in range(args.warmup + args.repeats):
         for name, (step, model) in runs.items():  # interleaved: same machine load for both
-            seconds = step_time(step, model)
+            seconds, cpu_seconds = step_time(step, model)
             if repeat >= args.warmup:
                 times[name].append(seconds)
+                cpu_times[name].append(cpu_seconds)
     for name, values in times.items():
         emit(
             impl=name,
             task=f"SpidR-base forward+backward, {BATCH} x {SECONDS:g} s, CPU float32",
             median_s=round(statistics.median(values), 4),
             min_s=round(min(values), 4),
+            median_cpu_s=round(statistics.median(cpu_times[name]), 4),
             repeats=len(values),
             threads=torch.get_num_threads(),
         )
     if reference is not None:
-        speedup = statistics.median(times["spidr"]) / statistics.median(times["sslspeech"])
-        emit(metric="speedup_vs_spidr (median reference / median ours)", value=round(speedup, 3))
+        for label, table in (("wall", times), ("cpu", cpu_times)):
+            speedup = statistics.median(table["spidr"]) / statistics.median(table["sslspeech"])
+            emit(
+                metric=f"speedup_vs_spidr_{label} (median reference / median ours)",
+                value=round(speedup, 3),
+            )
         ours.eval()
         reference.eval()
         with torch.no_grad():

@@ -157,3 +157,14 @@ def test_config_validation_and_dict_round_trip() -> None:
     config = SpidRConfig(**TINY)
     assert SpidRConfig.from_dict(config.to_dict()) == config
     assert config.replace(ema_exclude_layers=["a", "b"]).ema_exclude_layers == ("a", "b")
+
+
+def test_pure_bf16_model() -> None:
+    """A model cast to bfloat16 (codebook buffers included) trains a step and predicts units."""
+    model = _model(SpidR).to(torch.bfloat16).train()
+    mask = torch.zeros(2, 24, dtype=torch.bool)
+    mask[:, 4:14] = True
+    loss, _ = model(_waveforms().bfloat16(), mask=mask)
+    loss.float().mean().backward()
+    assert torch.isfinite(loss.float()).all() and model.update_teacher(5) < 1.0
+    assert model.get_codebooks(_waveforms().bfloat16())[0].dtype == torch.float32

@@ -55,7 +55,7 @@ class OnlineCodebooks(nn.Module):
 
     def centroids(self) -> Tensor:
         """Codewords: [codebook, codeword, feature]."""
-        return self.sums / self.counts.unsqueeze(-1)
+        return self.sums.float() / self.counts.float().unsqueeze(-1)
 
     @torch.no_grad()
     def assign(self, targets: Tensor) -> Tensor:

@@ -115,7 +115,8 @@ def parallelize(
     """The module the loop calls: `model` compiled and/or wrapped in DDP (the bare `model`
     keeps the state dict, the teacher and the codebooks).
 
-    Buffers are not broadcast by DDP: the models keep theirs identical on every rank (the
+    DDP copies rank 0's parameters and buffers to every rank once, at wrapping; it does not
+    broadcast buffers before each forward: the models keep theirs identical on every rank (the
     online codebooks all-reduce their statistics themselves when torch.distributed is
     initialized).
     """
@@ -126,7 +127,7 @@ def parallelize(
     return DistributedDataParallel(
         model,
         device_ids=[env.device.index] if env.device.type == "cuda" else None,
-        broadcast_buffers=False,
+        forward_sync_buffers=False,
         find_unused_parameters=find_unused_parameters,
     )
 

@@ -123,6 +123,12 @@ def build_model(config: TrainConfig) -> Pretrained:
     return model
 
 
+def state_checksum(model: nn.Module) -> float:
+    """Sum of every floating-point parameter and buffer (equal on every rank of a healthy run)."""
+    sums = [t.detach().double().sum() for t in model.state_dict().values() if t.is_floating_point()]
+    return float(torch.stack(sums).sum()) if sums else 0.0
+
+
 def seed_everything(seed: int) -> None:
     """Python, numpy and torch global generators."""
     random.seed(seed)
@@ -354,6 +360,7 @@ class Trainer:
             "rank": self.env.rank,
             "sampler": self.train_data.sampler.state_dict(position=self.state.position),
             "rng": ckpt.capture_rng(),
+            "checksum": state_checksum(self.model),
         }
         ranks = [rank_state]
         if self.cpu_group is not None:
@@ -362,6 +369,12 @@ class Trainer:
                 rank_state, gathered if self.env.is_main else None, dst=0, group=self.cpu_group
             )
             ranks = gathered
+            if self.env.is_main and len({r["checksum"] for r in ranks}) > 1:
+                log.error(
+                    "step %d: the model (parameters or buffers) differs across ranks: %s",
+                    self.state.step,
+                    [r["checksum"] for r in ranks],
+                )
         self.saved_step = self.state.step
         if not self.env.is_main:
             return None

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "write report.html (plots) and results.json for a pipeline run"),
     "demo": ("demo", "two HuBERT iterations on synthetic speech on CPU, then the report"),
     "convert": ("convert", "rewrite a checkpoint (any supported format) as native or HF"),
+    "abx": ("abx", "ABX phone discriminability of features or model layers (fastabx-exact)"),
     "train": ("train", "pretrain HuBERT/DinoSR/SpidR: here, --nproc N processes, or --slurm"),
     "validate": ("validate", "validation loss of every checkpoint of a run; updates best.pt"),
     "synth": ("synth", "synthetic phone-aligned speech (espeak-ng): wav, manifest, item file"),

@@ -93,6 +93,19 @@ def test_km_lines_pair_by_order(manifest, tmp_path):
         merge(manifest, tmp_path / "short.km", tmp_path / "out2.csv")
 
 
+def test_relative_paths_stay_valid(tmp_path, monkeypatch):
+    """A manifest given by a relative path, merged into another folder: paths still resolve."""
+    (tmp_path / "corpus").mkdir()
+    entries = [ManifestEntry("a", "wav/a.wav", 16000)]
+    write_manifest(entries, tmp_path / "corpus" / "m.csv")
+    write_units(tmp_path / "u.jsonl", [("a", [0] * 49)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels").mkdir()
+    merge("corpus/m.csv", "u.jsonl", "labels/out.csv")
+    (entry,) = read_manifest(tmp_path / "labels" / "out.csv")
+    assert entry.path == str(tmp_path / "corpus" / "wav" / "a.wav")
+
+
 def test_cli(manifest, tmp_path):
     """`sslspeech units merge ... --from-mfcc` writes the manifest with units."""
     from sslspeech.cli import main

@@ -113,6 +113,8 @@ def merge(
 ) -> int:
     """Write `out`: `manifest` with a units column (format from `out`'s extension); returns count.
 
+    Audio paths are written absolute, so `out` may live in any folder.
+
     Raises DataError naming the utterance when units are missing or their count does not
     match the audio length (see the module docstring for the rule).
     """
@@ -140,7 +142,12 @@ def merge(
                 )
             labels = found[::2] if from_mfcc else found
             _check_length(entry.fileid, labels, entry.num_samples, tolerance, hint)
-            yield dataclasses.replace(entry, units=tuple(labels))
+            yield dataclasses.replace(
+                entry,
+                path=entry.path if entry.archive else str(Path(entry.path).absolute()),
+                archive=entry.archive and str(Path(entry.archive).absolute()),
+                units=tuple(labels),
+            )
 
     count = write_manifest(entries(), out)
     extra = len(lookup.pending) + sum(1 for _ in lookup.stream)

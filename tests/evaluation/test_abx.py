@@ -145,3 +145,22 @@ def _columns(lines: list[str]) -> list[list[Any]]:
     columns[1] = [Decimal(v) for v in columns[1]]
     columns[2] = [Decimal(v) for v in columns[2]]
     return columns
+
+
+def test_max_x_across_keeps_shuffled_speakers() -> None:
+    """Across speaker with 7 speakers: each (pa, pb, s) group keeps 5 of its 6 X speakers,
+    those first in the seeded shuffle of the X speakers in order of appearance."""
+    from sslspeech.evaluation.sampling import shuffled_head
+
+    lines = ["#file onset offset #phone prev-phone next-phone speaker"]
+    speakers = [f"s{k}" for k in range(7)]
+    for spk in speakers:
+        lines += [f"{spk}_0 0.0 0.1 a x y {spk}", f"{spk}_0 0.1 0.2 b x y {spk}"]
+    items = Items(*_columns(lines), source="hand-made")
+    cells = build_cells(items, speaker="across", context="any")
+    kept = subsample_cells(cells, None, 5, seed=0)
+    assert len(cells) == 2 * 7 * 6 and len(kept) == 2 * 7 * 5
+    for spk in speakers:
+        others = [s for s in speakers if s != spk]
+        chosen = {c.speaker_x for c in kept if c.speaker == spk and c.phone_a == "a"}
+        assert chosen == set(shuffled_head(others, 5, 0))

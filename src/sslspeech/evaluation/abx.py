@@ -243,7 +243,7 @@ def token_frames(
         array = _as_float_tensor(store[fileid])
         _check_file_features(array, fileid, rows, starts, ends)
         for row in rows:
-            pieces[row] = array[starts[row] : ends[row]]
+            pieces[row] = array[starts[row] : ends[row]].clone()  # frees the file's array
     lengths = (ends - starts).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     frames = torch.cat(pieces).to(torch.device(device) if device is not None else "cpu")
@@ -347,22 +347,20 @@ def subsample_cells(
 
 
 def _subsample_x_speakers(cells: list[Cell], size: int, seed: int) -> list[Cell]:
-    speakers: dict[tuple[Any, ...], list[str]] = {}
+    """Across speaker: at most `size` X speakers per (pa, pb, context, speaker) group."""
+    if not cells or cells[0].symmetric:
+        return cells
+
+    def group(cell: Cell) -> tuple[Any, ...]:
+        return (cell.phone_a, cell.phone_b, cell.context, cell.speaker)
+
+    candidates: dict[tuple[Any, ...], list[str | None]] = {}
     for cell in cells:
-        if cell.speaker_x is None:
-            return cells
-        found = speakers.setdefault((cell.phone_a, cell.phone_b, cell.context, cell.speaker), [])
-        if cell.speaker_x not in found:
-            found.append(cell.speaker_x)
-    kept = {key: set(shuffled_head(list(range(len(v))), size, seed)) for key, v in speakers.items()}
-    return [
-        cell
-        for cell in cells
-        if speakers[key := (cell.phone_a, cell.phone_b, cell.context, cell.speaker)].index(
-            cell.speaker_x  # type: ignore[arg-type]
-        )
-        in kept[key]
-    ]
+        speakers = candidates.setdefault(group(cell), [])
+        if cell.speaker_x not in speakers:
+            speakers.append(cell.speaker_x)
+    kept = {key: set(shuffled_head(value, size, seed)) for key, value in candidates.items()}
+    return [cell for cell in cells if cell.speaker_x in kept[group(cell)]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +376,7 @@ def score_cells(cells: list[Cell], tokens: TokenFrames, *, context: Context) -> 
     xa = np.array([registry.add(cell.x, cell.a, cell.symmetric) for cell in cells])
     xb = np.array([registry.add(cell.x, cell.b, False) for cell in cells])
     values = registry.values(tokens)
+    log.debug("%d cells: %d distance matrices, %d values", len(cells), registry.count, len(values))
     shapes: dict[tuple[int, int, int, bool], list[int]] = defaultdict(list)
     for index, cell in enumerate(cells):
         shapes[(len(cell.x), len(cell.a), len(cell.b), cell.symmetric)].append(index)
@@ -397,6 +396,10 @@ class _Matrices:
     def __init__(self) -> None:
         self._ids: dict[tuple[tuple[int, ...], tuple[int, ...], bool], int] = {}
         self._offsets: list[int] = [0]
+
+    @property
+    def count(self) -> int:
+        return len(self._ids)
 
     def add(self, rows: tuple[int, ...], cols: tuple[int, ...], symmetric: bool) -> int:
         key = (rows, cols, symmetric)

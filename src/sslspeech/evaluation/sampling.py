@@ -9,6 +9,9 @@ lets our subsampled ABX keep exactly the tokens fastabx keeps for the same seed.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _MASK64 = (1 << 64) - 1
 _MASK32 = (1 << 32) - 1
@@ -88,7 +91,7 @@ def shuffle_permutation(n: int, seed: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-def shuffled_head(values: list[int], size: int | None, seed: int) -> list[int]:
+def shuffled_head(values: list[T], size: int | None, seed: int) -> list[T]:
     """`values` shuffled like polars `shuffle(seed)`, then cut to `size` (None: keep all)."""
     permutation = shuffle_permutation(len(values), seed)
     kept = permutation if size is None else permutation[:size]

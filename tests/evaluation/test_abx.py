@@ -164,3 +164,21 @@ def test_max_x_across_keeps_shuffled_speakers() -> None:
         others = [s for s in speakers if s != spk]
         chosen = {c.speaker_x for c in kept if c.speaker == spk and c.phone_a == "a"}
         assert chosen == set(shuffled_head(others, 5, 0))
+
+
+def test_reads_our_feature_store(
+    abx_dir: Path, abx_expected: dict[str, Any], tmp_path: Path
+) -> None:
+    """The fixture's features written into our sharded store (2 shards) give the same score."""
+    from sslspeech.features.store import StoreWriter, write_store_meta
+
+    root = abx_dir / "features_fbank40_50hz"
+    paths = sorted(root.glob("*.pt"))
+    for shard in range(2):
+        with StoreWriter(tmp_path / "store", shard, 2) as writer:
+            for path in paths[shard::2]:
+                writer.add(path.stem, torch.load(path, weights_only=True))
+    write_store_meta(tmp_path / "store", {"num_shards": 2, "frame_rate": 50})
+    expected = abx_expected["scores"]["fbank40_50hz"]["speaker-within/context-within"]
+    score = abx(abx_dir / "phones.item", tmp_path / "store", 50)
+    assert abs(score - expected["zerospeech_subsampled"]["score"]) <= 1e-4

@@ -81,6 +81,31 @@ def test_preemption_saves_requeues_and_the_requeued_job_finishes(
     assert "Caught signal SIGUSR2" in (job.stderr() or "")  # submitit's requeue handler ran
 
 
+def test_validation_jobs_score_each_checkpoint_apart_from_training(
+    tmp_path: Path, tone_manifest: Path
+) -> None:
+    config = load_config(
+        CONFIGS / "tiny_hubert.toml",
+        small_run(
+            tmp_path,
+            tone_manifest,
+            "run.max_steps=4",
+            "checkpoint.save_every=2",
+            "run.validation=job",
+            f"data.val_manifest={tone_manifest}",
+        ),
+    )
+    assert submit_training(config, LOCAL).result()["status"] == "completed"
+    out = tmp_path / "validation.jsonl"
+    deadline = time.monotonic() + 180
+    while len(list(read_metrics(out))) < 2:
+        assert time.monotonic() < deadline, "validation jobs did not report"
+        time.sleep(0.2)
+    assert sorted(r["step"] for r in read_metrics(out)) == [2, 4]
+    assert (tmp_path / "checkpoints" / "best.pt").exists()
+    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "val"]
+
+
 def test_dry_run_shows_the_job_and_submits_nothing(
     tmp_path: Path, tone_manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

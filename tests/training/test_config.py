@@ -108,6 +108,7 @@ def test_overrides_are_parsed_by_the_field_type() -> None:
         ("run.max_steps=0", r"run.max_steps must be > 0"),
         ("model.num_heads=7", r"\[model\] \(hubert_pretrain\).*divisible by num_heads"),
         ("model.mask_prob=0.5", r"model.mask_prob .* differs from masking.mask_prob"),
+        ("model.normalize_input=true", r"model.normalize_input .* differs from data.normalize"),
         ("optim.lr", r"must look like section.key=value"),
     ],
 )
@@ -116,10 +117,16 @@ def test_bad_values_say_what_is_expected(override: str, pattern: str) -> None:
         resolve_config(BASE, [override])
 
 
-def test_masking_values_reach_the_model_config() -> None:
-    config = resolve_config(BASE, ["masking.mask_prob=0.5", "masking.mask_length=4"])
+def test_masking_and_normalization_reach_the_model_config() -> None:
+    """The checkpoint records the masks and the input standardization the run used."""
+    config = resolve_config(
+        BASE, ["masking.mask_prob=0.5", "masking.mask_length=4", "data.normalize=true"]
+    )
     model_config = config.model_config()
     assert (model_config.mask_prob, model_config.mask_length) == (0.5, 4)
+    assert model_config.normalize_input is True
+    spidr = resolve_config(BASE, ["model.type=spidr", "data.normalize=false"]).model_config()
+    assert spidr.normalize_input is False
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -84,6 +84,20 @@ def test_checkpoints_hold_the_full_state_and_load_as_models(tiny_runs: dict[str,
     assert encoder.num_layers == 2
 
 
+def test_init_from_starts_a_new_run_from_checkpoint_weights(
+    tiny_runs: dict[str, Path], tone_manifest: Path, tmp_path: Path
+) -> None:
+    source = tiny_runs["hubert"] / "checkpoints" / "step_20.pt"
+    overrides = small_run(tmp_path, tone_manifest, f"run.init_from={source}")
+    trainer = Trainer(
+        load_config(CONFIGS / "tiny_hubert.toml", overrides), resolve_environment("cpu", {})
+    )
+    saved = load_checkpoint(source)["model"]
+    assert trainer.state.step == 0
+    for key, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, saved[key]), key
+
+
 def test_a_rerun_resumes_and_restart_starts_over(
     tiny_runs: dict[str, Path], tone_manifest: Path
 ) -> None:

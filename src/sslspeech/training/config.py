@@ -279,21 +279,29 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self) -> None:
-        for name in ("mask_prob", "mask_length"):
-            if name in self.model.options and self.model.options[name] != getattr(
-                self.masking, name
-            ):
+        for name, (section, value) in self._model_fields_from_sections().items():
+            if name in self.model.options and self.model.options[name] != value:
                 raise ConfigError(
-                    f"model.{name} ({self.model.options[name]}) differs from masking.{name} "
-                    f"({getattr(self.masking, name)}); set masking.{name} only"
+                    f"model.{name} ({self.model.options[name]}) differs from {section} "
+                    f"({value}); set {section} only"
                 )
 
+    def _model_fields_from_sections(self) -> dict[str, tuple[str, Any]]:
+        """Model-config fields that other sections decide: the training masks, and whether
+        the waveforms are standardized (recorded so that feature extraction does the same)."""
+        return {
+            "mask_prob": ("masking.mask_prob", self.masking.mask_prob),
+            "mask_length": ("masking.mask_length", self.masking.mask_length),
+            "normalize_input": ("data.normalize", self.data.normalize),
+        }
+
     def model_config(self) -> Any:
-        """The model's config object, its mask fields (if any) taken from `[masking]`."""
+        """The model's config object; its mask and `normalize_input` fields (when it has them)
+        come from `[masking]` and `data.normalize`."""
         config = self.model.build()
         synced = {
-            name: getattr(self.masking, name)
-            for name in ("mask_prob", "mask_length")
+            name: value
+            for name, (_, value) in self._model_fields_from_sections().items()
             if hasattr(config, name)
         }
         return config.replace(**synced) if synced else config

@@ -86,8 +86,9 @@ def build_scheduler(
 
 
 def build_scaler(dtype: str, device: torch.device) -> torch.amp.GradScaler:
-    """Loss scaling for float16; a disabled scaler (a no-op) otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=dtype == "float16")
+    """Loss scaling for float16 (a disabled scaler, a no-op, otherwise). The loop back-propagates
+    summed losses, as fairseq, so the scale starts at fairseq's `fp16_init_scale` (128)."""
+    return torch.amp.GradScaler(device.type, init_scale=2.0**7, enabled=dtype == "float16")
 
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:

@@ -159,6 +159,11 @@ class Trainer:
         self.scaler = build_scaler(config.optim.dtype, env.device)
         self.train_data = build_split(config, self.model, env, config.data.manifest, train=True)
         self.val_data: Split | None = None
+        if config.run.validation == "job" and on_checkpoint is None and env.is_main:
+            log.warning(
+                "run.validation = 'job' needs the SLURM launcher (--slurm); validate the "
+                "checkpoints with `sslspeech validate` afterwards"
+            )
         if config.data.val_manifest and config.run.validation == "inline":
             self.val_data = build_split(
                 config, self.model, env, config.data.val_manifest, train=False
@@ -233,7 +238,8 @@ class Trainer:
             dist.all_reduce(frames, group=self.cpu_group)
         self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        torch._foreach_mul_(grads, self.env.world_size / max(float(frames), 1.0))
+        if grads:
+            torch._foreach_mul_(grads, self.env.world_size / max(float(frames), 1.0))
         grad_norm = clip_gradients(self.model.parameters(), self.config.optim.clip_norm)
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)

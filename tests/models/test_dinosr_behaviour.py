@@ -10,7 +10,7 @@ import torch
 
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models import dinosr, spidr
-from sslspeech.models.dinosr import DinoSR, DinoSRConfig
+from sslspeech.models.dinosr import DinoSR, DinoSRConfig, select_rows
 from sslspeech.models.spidr import SpidR, SpidRConfig
 
 TINY: dict[str, Any] = {
@@ -168,3 +168,16 @@ def test_pure_bf16_model() -> None:
     loss.float().mean().backward()
     assert torch.isfinite(loss.float()).all() and model.update_teacher(5) < 1.0
     assert model.get_codebooks(_waveforms().bfloat16())[0].dtype == torch.float32
+
+
+def test_select_rows_matches_index_select() -> None:
+    """select_rows: same values and gradient as index_select for unique indices."""
+    x = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([0, 3, 4, 8])
+    assert torch.autograd.gradcheck(select_rows, (x, index))
+    weights = torch.randn(4, 4, dtype=torch.float64)
+    (select_rows(x, index) * weights).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    (x.index_select(0, index) * weights).sum().backward()
+    assert torch.equal(fast, x.grad)

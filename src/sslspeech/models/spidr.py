@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from sslspeech.errors import ConfigError
-from sslspeech.models.dinosr import DinoSR, DinoSRConfig
+from sslspeech.models.dinosr import DinoSR, DinoSRConfig, select_rows
 from sslspeech.models.ema import spidr_ema_decay
 from sslspeech.models.encoder import TransformerOutput
 
@@ -70,5 +70,5 @@ class SpidR(DinoSR):
         [codebook, frame, feature]."""
         layers = [y.flatten(0, 1) for y in student.ffn_outputs[-self.num_codebooks :]]
         if index is not None:
-            layers = [y.index_select(0, index) for y in layers]
+            layers = [select_rows(y, index) for y in layers]
         return torch.stack(layers)

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,38 @@ def base_batch(trainer: Trainer, seconds: float, batch_size: int) -> dict[str, A
     return trainer.train_data.collator(items)
 
 
-def ours_base(
-    name: str, manifest: Path, folder: Path, steps: int, seconds: float, batch_size: int
-) -> dict[str, Any]:
-    """Optimizer steps of a base config on one batch (no data loading)."""
+Step = Callable[[int], None]
+
+
+def report(
+    name: str, impl: str, times: list[tuple[float, float]], seconds: float, batch_size: int
+) -> None:
+    """Medians over the measured steps (wall and process CPU time)."""
+    step_s = statistics.median(t for t, _ in times)
+    cpu_s = statistics.median(c for _, c in times)
+    emit(
+        config=name,
+        impl=impl,
+        loop="step (fixed batch)",
+        batch=f"{batch_size} x {seconds:g} s",
+        steps=len(times),
+        seconds_per_step=round(step_s, 3),
+        cpu_seconds_per_step=round(cpu_s, 3),
+        steps_per_second=round(1 / step_s, 4),
+        audio_seconds_per_second=round(batch_size * seconds / step_s, 3),
+    )
+
+
+def timed(step: Step, index: int) -> tuple[float, float]:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    step(index)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def ours_step(
+    name: str, manifest: Path, folder: Path, seconds: float, batch_size: int
+) -> tuple[Step, dict[str, Any]]:
+    """One optimizer step of a base config on a fixed batch (no data loading), and the batch."""
     config = load_config(
         CONFIGS / f"{name}.toml",
         [
@@ -114,49 +143,34 @@ def ours_base(
     )
     trainer = Trainer(config, resolve_environment("cpu", {}))
     batch = base_batch(trainer, seconds, batch_size)
-    times = []
-    for step in range(1, steps + 2):
-        start = time.perf_counter()
+
+    def step(index: int) -> None:
         trainer.train_step([batch])
-        trainer.objective.after_step(trainer.model, step)
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times[1:])  # the first step warms up allocators
-    audio = batch_size * seconds
-    emit(
-        config=name,
-        impl="sslspeech",
-        loop="step (fixed batch)",
-        batch=f"{batch_size} x {seconds:g} s",
-        steps=steps,
-        seconds_per_step=round(step_s, 3),
-        steps_per_second=round(1 / step_s, 4),
-        audio_seconds_per_second=round(audio / step_s, 3),
-    )
-    return batch
+        trainer.objective.after_step(trainer.model, index)
+
+    return step, batch
 
 
-def reference_base(
-    name: str, batch: dict[str, Any], steps: int, seconds: float, batch_size: int
-) -> None:
-    """spidr.train's loop body (forward, normalized loss, backward, clip, AdamW, schedule, EMA)."""
+def reference_step(name: str, batch: dict[str, Any]) -> Step | None:
+    """spidr.train's loop body (forward, normalized loss, backward, clip, AdamW, schedule, EMA)
+    on the same waveforms and masked frames, or None when `spidr` does not import."""
     try:
         from spidr.config import DinoSRConfig, OptimizerConfig, SpidRConfig
         from spidr.models import DinoSR, SpidR
         from spidr.optimizer import build_optimizer
     except ImportError as error:
         emit(config=name, impl="spidr-0.2.0", skipped=f"reference not importable: {error}")
-        return
+        return None
     torch.manual_seed(0)
-    model_type = "spidr" if name.startswith("spidr") else "dinosr"
-    model = (SpidR(SpidRConfig()) if model_type == "spidr" else DinoSR(DinoSRConfig())).train()
+    model = (SpidR(SpidRConfig()) if name.startswith("spidr") else DinoSR(DinoSRConfig())).train()
     optimizer, scaler, scheduler = build_optimizer(model, OptimizerConfig(dtype="float32"))
-    mask = batch["mask"]
-    counts = mask.sum(1)
-    mask_indices = torch.stack([row.nonzero().squeeze(1)[: int(counts.min())] for row in mask])
+    counts = batch["mask"].sum(1)
+    mask_indices = torch.stack(
+        [row.nonzero().squeeze(1)[: int(counts.min())] for row in batch["mask"]]
+    )
     waveforms = batch["waveforms"]
-    times = []
-    for step in range(1, steps + 2):
-        start = time.perf_counter()
+
+    def step(index: int) -> None:
         loss, _ = model(waveforms, mask_indices=mask_indices, attention_mask=None)
         loss = loss.sum() / mask_indices.numel()
         scaler.scale(loss).backward()
@@ -166,20 +180,28 @@ def reference_base(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        model.update_ema(step)
-        times.append(time.perf_counter() - start)
-    step_s = statistics.median(times[1:])
-    audio = batch_size * seconds
-    emit(
-        config=name,
-        impl="spidr-0.2.0",
-        loop="step (fixed batch)",
-        batch=f"{batch_size} x {seconds:g} s",
-        steps=steps,
-        seconds_per_step=round(step_s, 3),
-        steps_per_second=round(1 / step_s, 4),
-        audio_seconds_per_second=round(audio / step_s, 3),
-    )
+        model.update_ema(index)
+
+    return step
+
+
+def base(
+    name: str, manifest: Path, folder: Path, steps: int, seconds: float, batch_size: int
+) -> None:
+    """Ours and the reference's steps interleaved (same machine load for both); the first step
+    of each warms up allocators and AdamW state and is not counted."""
+    ours, batch = ours_step(name, manifest, folder, seconds, batch_size)
+    reference = reference_step(name, batch) if name != "hubert_base_it2" else None
+    times: dict[str, list[tuple[float, float]]] = {"sslspeech": [], "spidr-0.2.0": []}
+    for index in range(1, steps + 2):
+        for impl, step in (("sslspeech", ours), ("spidr-0.2.0", reference)):
+            if step is not None:
+                measured = timed(step, index)
+                if index > 1:
+                    times[impl].append(measured)
+    for impl, measured in times.items():
+        if measured:
+            report(name, impl, measured, seconds, batch_size)
 
 
 def main() -> None:
@@ -206,9 +228,7 @@ def main() -> None:
         if args.skip_base:
             return
         for name in ("hubert_base_it2", "spidr_base", "dinosr_base"):
-            batch = ours_base(name, manifest, folder, args.base_steps, args.seconds, args.batch)
-            if name != "hubert_base_it2":
-                reference_base(name, batch, args.base_steps, args.seconds, args.batch)
+            base(name, manifest, folder, args.base_steps, args.seconds, args.batch)
 
 
 if __name__ == "__main__":

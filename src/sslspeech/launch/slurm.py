@@ -128,7 +128,11 @@ class TrainingJob:
 
         environment = submitit.JobEnvironment()
         if environment.num_tasks > 1:
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
+            # torchrun's variables for this task; the GPU is chosen from LOCAL_RANK by the
+            # resolver, whether the task sees one GPU or all of the node's.
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=False, overwrite=True
+            )
         stop = StopFlag().install(STOP_SIGNALS)
         on_checkpoint = None
         if self.config.run.validation == "job" and self.config.data.val_manifest and self.options:

@@ -26,6 +26,7 @@ class Split:
     collator: Collator
     num_workers: int
     seed: int
+    pin_memory: bool = False
 
     def set_epoch(self, epoch: int) -> None:
         """Crops, masks and batch order of `epoch`."""
@@ -44,7 +45,7 @@ class Split:
             collate_fn=self.collator,
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
-            pin_memory=False,
+            pin_memory=self.pin_memory,
         )
 
 
@@ -100,7 +101,9 @@ def build_split(
         require_same_masks=masking.require_same_masks,
         seed=config.run.seed,
     )
-    return Split(dataset, sampler, collator, data.num_workers, config.run.seed)
+    return Split(
+        dataset, sampler, collator, data.num_workers, config.run.seed, env.device.type == "cuda"
+    )
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

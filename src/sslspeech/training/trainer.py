@@ -179,6 +179,7 @@ class Trainer:
         self.saved_step = -1
         self.resume()
         self.objective.resume(self.model, self.state.step)
+        self.compiled = False
         self.module = self.parallelize()
         if env.is_main:
             save_config(config, self.workdir / "config.toml")
@@ -322,14 +323,14 @@ class Trainer:
             self.state.position = 0
 
     def parallelize(self) -> nn.Module:
+        """The model as the loop calls it (compiled once, DDP-wrapped when distributed)."""
         find_unused = self.config.distributed.find_unused_parameters
         if find_unused is None:
             find_unused = float(getattr(self.model.config, "layer_drop", 0.0)) > 0
+        compile_now = self.config.run.compile and not self.compiled
+        self.compiled = self.compiled or compile_now
         return parallelize(
-            self.model,
-            self.env,
-            compile=self.config.run.compile,
-            find_unused_parameters=find_unused,
+            self.model, self.env, compile=compile_now, find_unused_parameters=find_unused
         )
 
     def progress_bar(self) -> Any:

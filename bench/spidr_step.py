@@ -54,14 +54,36 @@ def step_time(step: Callable[[], torch.Tensor], model: nn.Module) -> tuple[float
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+Step = Callable[[], torch.Tensor]
+
+
+def measure(runs: dict[str, tuple[Step, nn.Module]], warmup: int, repeats: int) -> dict[str, Any]:
+    """Wall and CPU seconds per implementation, runs interleaved in alternating order (the
+    same machine load for both)."""
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in runs}
+    for repeat in range(warmup + repeats):
+        order = list(runs.items())
+        if repeat % 2:
+            order.reverse()
+        for name, (step, model) in order:
+            wall, cpu = step_time(step, model)
+            if repeat >= warmup:
+                times[name]["wall"].append(wall)
+                times[name]["cpu"].append(cpu)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spidr-src", help="folder holding the reference `spidr` package")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.spidr_src:
         sys.path.insert(0, args.spidr_src)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     ours = SpidR(spidr_models.base()).train()
@@ -84,33 +106,29 @@ def main() -> None:
         assert reference is not None
         return reference(waveforms, mask_indices=indices)[0]
 
-    runs: dict[str, tuple[Callable[[], torch.Tensor], nn.Module]] = {"sslspeech": (ours_step, ours)}
+    runs: dict[str, tuple[Step, nn.Module]] = {"sslspeech": (ours_step, ours)}
     if reference is not None:
         runs["spidr"] = (reference_step, reference)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    cpu_times: dict[str, list[float]] = {name: [] for name in runs}
-    for repeat in range(args.warmup + args.repeats):
-        for name, (step, model) in runs.items():  # interleaved: same machine load for both
-            seconds, cpu_seconds = step_time(step, model)
-            if repeat >= args.warmup:
-                times[name].append(seconds)
-                cpu_times[name].append(cpu_seconds)
-    for name, values in times.items():
+    times = measure(runs, args.warmup, args.repeats)
+    for name, table in times.items():
         emit(
             impl=name,
             task=f"SpidR-base forward+backward, {BATCH} x {SECONDS:g} s, CPU float32",
-            median_s=round(statistics.median(values), 4),
-            min_s=round(min(values), 4),
-            median_cpu_s=round(statistics.median(cpu_times[name]), 4),
-            repeats=len(values),
+            median_s=round(statistics.median(table["wall"]), 4),
+            min_s=round(min(table["wall"]), 4),
+            median_cpu_s=round(statistics.median(table["cpu"]), 4),
+            min_cpu_s=round(min(table["cpu"]), 4),
+            repeats=args.repeats,
             threads=torch.get_num_threads(),
         )
     if reference is not None:
-        for label, table in (("wall", times), ("cpu", cpu_times)):
-            speedup = statistics.median(table["spidr"]) / statistics.median(table["sslspeech"])
+        for label in ("wall", "cpu"):
+            ratio = statistics.median(times["spidr"][label]) / statistics.median(
+                times["sslspeech"][label]
+            )
             emit(
                 metric=f"speedup_vs_spidr_{label} (median reference / median ours)",
-                value=round(speedup, 3),
+                value=round(ratio, 3),
             )
         ours.eval()
         reference.eval()

@@ -27,11 +27,18 @@ BASE = {
 SHIPPED = sorted(path.name for path in CONFIGS.glob("*.toml") if path.name != "demo.toml")
 
 
-def test_unknown_toml_key_names_the_key_and_the_closest_valid_one(tmp_path: Path) -> None:
+def test_unknown_toml_key_names_file_line_key_and_the_closest_valid_one(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[run]\nworkdir = "w"\n[data]\nmanifest = "m"\n[optim]\nlearning_rat = 1\n')
-    with pytest.raises(ConfigError, match=r"unknown key 'optim.learning_rat'.*'optim.lr'"):
+    with pytest.raises(
+        ConfigError, match=r"c.toml:6: unknown key 'optim.learning_rat'.*'optim.lr'"
+    ):
         load_config(config, ["model.type=spidr"])
+    config.write_text('lr = 1\n[model]\ntype = "spidr"\n')
+    with pytest.raises(
+        ConfigError, match=r"c.toml:1: key 'lr' is outside any \[section\].*'optim.lr'"
+    ):
+        load_config(config)
 
 
 def test_unknown_override_section_and_model_field_are_all_reported() -> None:

@@ -366,17 +366,36 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: invalid TOML: {error}") from None
+        return resolve_config(data, overrides, source=source, lines=_key_lines(text))
     return resolve_config(data, overrides, source=source)
 
 
 def resolve_config(
-    data: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "config"
+    data: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    source: str = "config",
+    lines: Mapping[tuple[str, str], int] | None = None,
 ) -> TrainConfig:
-    """Build a TrainConfig from a nested mapping (parsed TOML) and dotted overrides."""
+    """Build a TrainConfig from a nested mapping (parsed TOML) and dotted overrides; `lines`
+    (section, key) -> line number lets errors point into the file."""
     parsed = [_split_override(item) for item in overrides]
-    _check_keys(data, parsed, source)
+    _check_keys(data, parsed, source, lines or {})
     values = _merge(data, parsed, source)
     return _build(values)
+
+
+def _key_lines(text: str) -> dict[tuple[str, str], int]:
+    """(section, key) -> line number of a simple TOML file (top-level keys: section "")."""
+    found: dict[tuple[str, str], int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            section = stripped[1 : stripped.index("]")].strip()
+        elif "=" in stripped and not stripped.startswith("#"):
+            found.setdefault((section, stripped.split("=", 1)[0].strip().strip("\"'")), number)
+    return found
 
 
 def _split_override(item: str) -> tuple[str, str, str]:
@@ -413,26 +432,41 @@ def _model_type(data: Mapping[str, Any], parsed: Sequence[tuple[str, str, str]])
 
 
 def _check_keys(
-    data: Mapping[str, Any], parsed: Sequence[tuple[str, str, str]], source: str
+    data: Mapping[str, Any],
+    parsed: Sequence[tuple[str, str, str]],
+    source: str,
+    lines: Mapping[tuple[str, str], int],
 ) -> None:
     """Every unknown section or key, each with the closest valid one, in one error."""
     model_type = _model_type(data, parsed)
     every_key = [
         f"{section}.{name}" for section in SECTIONS for name in _section_fields(section, model_type)
     ]
+
+    def where(section: str, name: str | None) -> str:
+        line = lines.get(("", section) if name is None else (section, name))
+        return f"{source}:{line}" if line else source
+
     problems: list[str] = []
-    keys = [(section, name, source) for section, table in data.items() for name in _names(table)]
+    keys = [
+        (section, name, where(section, name))
+        for section, table in data.items()
+        for name in _names(table)
+    ]
     keys += [(section, name, "command line") for section, name, _ in parsed]
-    for section, name, where in keys:
-        if section not in SECTIONS:
+    for section, name, place in keys:
+        if name is None:  # a value outside any [section]
+            hint = _suggest_key(f".{section}", every_key)
+            problems.append(f"{place}: key {section!r} is outside any [section]{hint}")
+        elif section not in SECTIONS:
             problems.append(
-                f"{where}: unknown section [{section}]" + _suggest(section, list(SECTIONS))
+                f"{place}: unknown section [{section}]" + _suggest(section, list(SECTIONS))
             )
         elif section == "model" and model_type not in MODEL_TYPES:
             continue  # the model type itself is wrong: reported below
-        elif name is not None and name not in _section_fields(section, model_type):
+        elif name not in _section_fields(section, model_type):
             dotted = f"{section}.{name}"
-            problems.append(f"{where}: unknown key {dotted!r}{_suggest_key(dotted, every_key)}")
+            problems.append(f"{place}: unknown key {dotted!r}{_suggest_key(dotted, every_key)}")
     if model_type is not None and model_type not in MODEL_TYPES:
         problems.append(
             f"{source}: model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"

@@ -56,7 +56,7 @@ def make_fake_run(run: Path) -> Path:
             "pnmi": 0.3 + 0.1 * index,
             "phone_purity": 0.4 + 0.1 * index,
             "cluster_purity": 0.2,
-            "perplexity": 40.0 + index,
+            "unit_perplexity": 40.0 + index,
         }
         _json(run / source / "quality.json", quality)
         _heatmap(run / source / "heatmap.png", index)

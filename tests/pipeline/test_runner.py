@@ -149,3 +149,22 @@ def test_interrupted_stage_shows_as_failed(tmp_path):
     path.write_text(json.dumps(data))
     row = next(row for row in stage_rows(run) if row.name == "b")
     assert row.status == "failed" and "interrupted" in row.note
+
+
+def test_slurm_executor_through_submitit_local_jobs(tmp_path):
+    """The SLURM path with submitit's local cluster: each stage runs as a separate job process,
+    the driver records the states; a second run skips both stages."""
+    from sslspeech.pipeline.executors import SlurmExecutor, SlurmResources
+
+    (tmp_path / "source.txt").write_text("3")
+    run = tmp_path / "run"
+    executor = SlurmExecutor(
+        folder=run / "slurm", resources={"cpu": SlurmResources(timeout_min=5)}, cluster="local"
+    )
+    Runner(run, chain(tmp_path), executor).run()
+    assert (run / "b.txt").read_text() == "12"
+    assert CALLS == [], "the stage functions ran in the job processes, not here"
+    assert read_state(run, "b").results == {"value": 12}
+    assert any((run / "slurm" / "a").glob("*_log.out")), "submitit kept the job logs"
+    Runner(run, chain(tmp_path), executor).run()
+    assert read_state(run, "b").attempts == 1

@@ -34,6 +34,7 @@ class _Builder:
         self.stages: list[Stage] = []
         self.item: Path | None = recipe.corpus.item
         self.alignments: Path | None = recipe.corpus.alignments
+        self.all = run_dir / "manifests" / "all.csv"
 
     def add(self, stage: Stage) -> Stage:
         self.stages.append(stage)
@@ -91,7 +92,7 @@ class _Builder:
         return corpus.manifest
 
     def split(self, manifest: Path) -> dict[str, Path]:
-        folder = self.run / "manifests"
+        folder = self.all.parent
         inputs = {"manifest": manifest}
         if self.recipe.corpus.val_manifest is not None:
             inputs["val_manifest"] = self.recipe.corpus.val_manifest
@@ -229,7 +230,7 @@ class _Builder:
             Stage(
                 name=f"{prefix}.abx",
                 function=tasks.score_abx_layers,
-                inputs={"checkpoint": checkpoint, "item": self.item},
+                inputs={"checkpoint": checkpoint, "item": self.item, "manifest": self.all},
                 outputs={"scores": out},
                 params={**self.abx_params, "layers": layers},
                 resources="gpu",

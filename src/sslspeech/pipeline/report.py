@@ -38,11 +38,12 @@ def loss_curves(run_dir: Path, iteration: int) -> tuple[list[tuple[int, float]],
         step = record.get("step")
         if step is None:
             continue
-        if "loss" in record and record.get("split", "train") == "train":
+        if "loss" not in record:
+            continue
+        if record.get("split", "train") == "train":
             train.append((int(step), float(record["loss"])))
-        for key in ("val_loss", "valid_loss"):
-            if key in record:
-                val.append((int(step), float(record[key])))
+        else:
+            val.append((int(step), float(record["loss"])))
     separate = [
         (int(r["step"]), float(r["loss"]))
         for r in read_jsonl(folder / "validation.jsonl")
@@ -101,7 +102,7 @@ def plot_quality(results: dict[str, Any], out: Path) -> bool:
         values = [float(quality[name].get(metric, 0.0)) for metric in metrics]
         xs = [m + index * width for m in range(len(metrics))]
         left.bar(xs, values, width=width, label=name)
-        right.bar([index], [float(quality[name].get("perplexity", 0.0))], label=name)
+        right.bar([index], [float(quality[name].get("unit_perplexity", 0.0))], label=name)
     left.set_xticks([m + width * (len(names) - 1) / 2 for m in range(len(metrics))], metrics)
     left.set(ylim=(0, 1), title="Unit quality")
     right.set_xticks(range(len(names)), names)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sslspeech.errors import DataError
+from sslspeech.errors import DataError, SSLSpeechError
 from sslspeech.pipeline.stage import StageContext
 from sslspeech.utils.fileio import atomic_open
 
@@ -48,29 +47,31 @@ def layer_of(context: StageContext) -> int:
 
 
 def make_synthetic_corpus(context: StageContext) -> Results:
+    """The espeak-ng corpus (make_corpus redoes a partial one and keeps a complete one)."""
+    from sslspeech.data.manifest import read_manifest
     from sslspeech.synth import make_corpus
 
-    folder = context.outputs["manifest"].parent
-    if folder.exists():
-        shutil.rmtree(folder)  # deterministic for a seed: redo rather than patch a partial one
     params = context.params
     make_corpus(
-        folder, speakers=params["speakers"], utterances=params["utterances"], seed=params["seed"]
+        context.outputs["manifest"].parent,
+        speakers=params["speakers"],
+        utterances=params["utterances"],
+        seed=params["seed"],
     )
-    from sslspeech.data.manifest import read_manifest
-
     manifest = read_manifest(context.outputs["manifest"])
     seconds = sum(entry.num_samples for entry in manifest) / 16000
     return {"utterances": len(manifest), "minutes": round(seconds / 60, 2)}
 
 
 def build_manifest(context: StageContext) -> Results:
-    from sslspeech.data.manifest import build_manifest as build
+    from sslspeech.data.scan import create_manifest
 
-    count = build(
+    report = create_manifest(
         context.inputs["audio"], context.outputs["manifest"], ext=context.params["extension"]
     )
-    return {"utterances": count}
+    if report.written == 0:
+        raise DataError(f"{context.inputs['audio']}: no {context.params['extension']} audio found")
+    return {"utterances": report.written}
 
 
 def _held_out(fileid: str, fraction: float, seed: int) -> bool:
@@ -172,15 +173,18 @@ def merge_labels(context: StageContext) -> Results:
 
 
 def unit_quality(context: StageContext) -> Results:
-    """PNMI, purities, perplexity of the units against the phone alignments, and the heatmap."""
+    """PNMI, purities, perplexity, bitrate of the units against the phone alignments, and the
+    P(phone | unit) heatmap."""
     from sslspeech.evaluation import quality
 
-    scores = quality.unit_quality(
-        context.inputs["units"],
-        context.inputs["alignments"],
-        frequency=context.params["frequency"],
-        heatmap=context.outputs["heatmap"],
+    units = quality.read_units(context.inputs["units"])
+    rate = float(context.params["frequency"])
+    joint = quality.joint_counts(
+        units, quality.read_alignments(context.inputs["alignments"]), unit_rate=rate
     )
+    scores = {**quality.quality_from_counts(joint), **quality.bitrate(units, rate)}
+    title = f"P(phone | unit): {context.name.split('.')[0]} units"
+    quality.plot_phone_unit_heatmap(joint, context.outputs["heatmap"], title=title)
     write_json(context.outputs["scores"], scores)
     return {"pnmi": scores["pnmi"]}
 
@@ -207,24 +211,47 @@ def score_abx_features(context: StageContext) -> Results:
         context.inputs["features"],
         frequency=params["frequency"],
         **_abx_options(params),
+        device=context.device,
     )
     write_json(context.outputs["scores"], {"abx": score, **_abx_options(params)})
     return {"abx": score}
 
 
+def _item_audio(items: Any, manifest: Path) -> dict[str, Path]:
+    """Audio file of every utterance of the item file, from the manifest."""
+    from sslspeech.data.manifest import read_manifest
+
+    entries = {entry.fileid: entry for entry in read_manifest(manifest)}
+    missing = [fileid for fileid in items.fileids if fileid not in entries]
+    if missing:
+        raise DataError(
+            f"{len(missing)} file(s) of the item file are not in {manifest} (first: {missing[0]})"
+        )
+    archived = [fileid for fileid in items.fileids if entries[fileid].archive is not None]
+    if archived:
+        raise DataError(f"ABX per layer reads audio files; {archived[0]} is inside a tar")
+    return {fileid: Path(entries[fileid].path) for fileid in dict.fromkeys(items.fileids)}
+
+
 def score_abx_layers(context: StageContext) -> Results:
     """ABX of every layer (or the listed ones) of a checkpoint; the best layer is the lowest."""
-    from sslspeech.evaluation.abx import abx_layers
+    from sslspeech.evaluation import abx, read_items
+    from sslspeech.evaluation.layers import layer_features, model_frame_rate
+    from sslspeech.interop import load_model
 
     params = context.params
     checkpoint = checkpoint_of(context.inputs["checkpoint"])
-    scores = abx_layers(
-        context.inputs["item"],
-        checkpoint,
-        layers=params["layers"] or None,
-        device=context.device,
-        **_abx_options(params),
-    )
+    model: Any = load_model(checkpoint)
+    layers = list(params["layers"]) or list(range(1, model.num_layers + 1))
+    items = read_items(context.inputs["item"])
+    audio = _item_audio(items, context.inputs["manifest"])
+    features = layer_features(model, audio, layers, device=context.device)
+    rate = model_frame_rate(model)
+    scores = {
+        layer: abx(items, features[layer], rate, **_abx_options(params), device=context.device)
+        for layer in layers
+    }
+    del features
     layers = [{"layer": layer, "abx": score} for layer, score in sorted(scores.items())]
     best = min(layers, key=lambda entry: entry["abx"])
     write_json(
@@ -251,8 +278,7 @@ def _override(key: str, value: Any) -> str:
 
 def train_model(context: StageContext) -> Results:
     """One pretraining run; a rerun after a crash resumes from the run's last checkpoint."""
-    from sslspeech.training import train
-    from sslspeech.training.config import load_config
+    from sslspeech.training import load_config, train
 
     workdir = Path(context.params["workdir"])
     overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
@@ -263,23 +289,27 @@ def train_model(context: StageContext) -> Results:
     ]
     config = load_config(context.inputs["config"], overrides)
     summary = train(config)
-    return {"step": config.run.max_steps, **(summary or {})}
+    if summary["status"] != "completed":
+        raise SSLSpeechError(
+            f"training in {workdir} stopped at step {summary['step']} ({summary['status']}); "
+            "rerun the pipeline to resume it"
+        )
+    return {"step": summary["step"], "loss": summary["loss"]}
 
 
 def validate_checkpoints(context: StageContext) -> Results:
-    """Validation loss of every kept checkpoint; best.json names the lowest."""
+    """Validation loss of every saved checkpoint (appended, so a rerun continues); best.json
+    names the lowest."""
     from sslspeech.training import validate
 
-    workdir = Path(context.params["workdir"])
+    checkpoints = Path(context.params["workdir"]) / "checkpoints"
     records = validate(
-        context.inputs["val"],
-        workdir / "checkpoints",
-        context.outputs["scores"],
-        device=context.device,
+        context.inputs["val"], checkpoints, context.outputs["scores"], device=context.device
     )
     best = min(records, key=lambda record: record["loss"])
+    path = str(checkpoints / best["checkpoint"])
     write_json(
         context.outputs["best"],
-        {"checkpoint": best["checkpoint"], "val_loss": best["loss"], "step": best["step"]},
+        {"checkpoint": path, "val_loss": best["loss"], "step": best["step"]},
     )
-    return {"best_checkpoint": best["checkpoint"], "val_loss": best["loss"], "step": best["step"]}
+    return {"best_checkpoint": path, "val_loss": best["loss"], "step": best["step"]}

@@ -214,3 +214,30 @@ def test_status_and_report_of_a_finished_run(straight_run):
     for image in ("loss.png", "abx.png", "quality.png", "heatmap_it1_targets.png"):
         assert f'src="report/{image}"' in page
         assert (straight_run / "report" / image).is_file()
+
+
+def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_run):
+    """The SLURM executor hands a training stage to the training launcher (submitit's local
+    cluster here): the job trains the same model as the in-process run."""
+    import dataclasses
+
+    from sslspeech.pipeline.executors import SlurmExecutor, SlurmResources
+    from sslspeech.pipeline.recipe import load_recipe
+    from sslspeech.pipeline.recipes import build_stages
+    from sslspeech.pipeline.runner import Runner
+
+    run = recipe.parent / "slurm"
+    stage = next(s for s in build_stages(load_recipe(recipe), run) if s.name == "it1.train")
+    labels = straight_run / "it1" / "labels"
+    stage = dataclasses.replace(
+        stage, inputs={**stage.inputs, "train": labels / "train.csv", "val": labels / "val.csv"}
+    )
+    executor = SlurmExecutor(
+        folder=run / "slurm", resources={"train": SlurmResources(timeout_min=5)}, cluster="local"
+    )
+    Runner(run, [stage], executor).run()
+    assert read_state(run, "it1.train").results["step"] == 20
+    assert any((run / "it1" / "train" / "submitit").glob("*_log.out")), "a submitit job ran"
+    last = "it1/train/checkpoints/last.pt"
+    ours, theirs = model_weights(run / last), model_weights(straight_run / last)
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)

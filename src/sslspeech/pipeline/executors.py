@@ -65,8 +65,10 @@ class SlurmExecutor:
             raise ConfigError(
                 "the slurm executor needs submitit: pip install 'sslspeech[train]'"
             ) from error
-        executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
         request = self.resources.get(stage.resources) or SlurmResources()
+        if stage.resources == "train":
+            return self._train(context, request)
+        executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
         parameters: dict[str, Any] = {
             "name": f"sslspeech-{stage.name}",
             "timeout_min": request.timeout_min,
@@ -96,3 +98,21 @@ class SlurmExecutor:
                 f"stage {stage.name!r}: job {job.job_id} failed; logs in {self.folder / stage.name}"
                 f": {error}"
             ) from error
+
+    def _train(self, context: StageContext, request: SlurmResources) -> dict[str, Any]:
+        """Training goes through the training launcher (DDP tasks, requeue on preemption)."""
+        from sslspeech.launch.slurm import SlurmOptions
+        from sslspeech.pipeline.tasks import submit_training
+
+        options = SlurmOptions(
+            account=self.account or None,
+            nodes=request.nodes,
+            gpus_per_node=max(1, request.gpus_per_node),
+            cpus_per_task=request.cpus_per_task,
+            time_minutes=request.timeout_min,
+            constraint=self.constraint or None,
+            qos=self.qos or None,
+            partition=self.partition or None,
+            cluster=self.cluster,
+        )
+        return dict(submit_training(context, options))

@@ -156,6 +156,9 @@ class Recipe:
     seed: int = 0
     device: str = "cpu"
     """Device of the feature, ABX and k-means stages (training uses its own config)."""
+    before_residual: bool | None = None
+    """Layer features before the residual add (True) or the full layer output (False); none:
+    False for HuBERT (fairseq's feature dump), True for SpidR/DinoSR (their convention)."""
     corpus: CorpusConfig
     mfcc: KMeansConfig = field(default_factory=KMeansConfig)
     """k-means on MFCC: the first iteration's targets."""
@@ -176,6 +179,13 @@ class Recipe:
             raise ConfigError("iterations = 2 needs an [it2] table (config = training TOML)")
         if self.start.checkpoint is not None and self.kind != "hubert":
             raise ConfigError("[start] applies to kind = 'hubert' only")
+
+    @property
+    def layer_output(self) -> bool:
+        """The `before_residual` flag of every layer-feature stage."""
+        if self.before_residual is not None:
+            return self.before_residual
+        return self.kind != "hubert"
 
     def train_config(self, iteration: int) -> TrainConfig:
         config = self.it1 if iteration == 1 else self.it2

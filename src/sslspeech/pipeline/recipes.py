@@ -232,7 +232,11 @@ class _Builder:
                 function=tasks.score_abx_layers,
                 inputs={"checkpoint": checkpoint, "item": self.item, "manifest": self.all},
                 outputs={"scores": out},
-                params={**self.abx_params, "layers": layers},
+                params={
+                    **self.abx_params,
+                    "layers": layers,
+                    "before_residual": self.recipe.layer_output,
+                },
                 resources="gpu",
             )
         )
@@ -249,7 +253,7 @@ class _Builder:
             )
         out = self.run / prefix / "features"
         inputs = {"checkpoint": checkpoint, "manifest": all_}
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {"before_residual": self.recipe.layer_output}
         if isinstance(layer, Path):
             inputs["layer"] = layer
         else:

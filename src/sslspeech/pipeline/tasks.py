@@ -126,6 +126,7 @@ def extract_layer_features(context: StageContext) -> Results:
         kind="model",
         checkpoint=checkpoint,
         layer=layer,
+        before_residual=bool(context.params["before_residual"]),
         device=context.device,
     )
     return {"layer": layer}
@@ -245,7 +246,10 @@ def score_abx_layers(context: StageContext) -> Results:
     layers = list(params["layers"]) or list(range(1, model.num_layers + 1))
     items = read_items(context.inputs["item"])
     audio = _item_audio(items, context.inputs["manifest"])
-    features = layer_features(model, audio, layers, device=context.device)
+    before_residual = bool(params["before_residual"])
+    features = layer_features(
+        model, audio, layers, before_residual=before_residual, device=context.device
+    )
     rate = model_frame_rate(model)
     scores = {
         layer: abx(items, features[layer], rate, **_abx_options(params), device=context.device)
@@ -261,6 +265,7 @@ def score_abx_layers(context: StageContext) -> Results:
             "layers": layers,
             "best_layer": best["layer"],
             "best_abx": best["abx"],
+            "before_residual": before_residual,
             **_abx_options(params),
         },
     )
@@ -276,25 +281,43 @@ def _override(key: str, value: Any) -> str:
     return f"{key}={value if isinstance(value, str) else format_toml_value(value)}"
 
 
-def train_model(context: StageContext) -> Results:
-    """One pretraining run; a rerun after a crash resumes from the run's last checkpoint."""
-    from sslspeech.training import load_config, train
+def training_config(context: StageContext) -> Any:
+    """The training config of a train stage: its TOML, the recipe's overrides, our paths."""
+    from sslspeech.training import load_config
 
-    workdir = Path(context.params["workdir"])
     overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
     overrides += [
-        _override("run.workdir", str(workdir)),
+        _override("run.workdir", context.params["workdir"]),
         _override("data.manifest", str(context.inputs["train"])),
         _override("data.val_manifest", str(context.inputs["val"])),
     ]
-    config = load_config(context.inputs["config"], overrides)
-    summary = train(config)
+    return load_config(context.inputs["config"], overrides)
+
+
+def _training_results(summary: Mapping[str, Any], workdir: str) -> Results:
     if summary["status"] != "completed":
         raise SSLSpeechError(
             f"training in {workdir} stopped at step {summary['step']} ({summary['status']}); "
             "rerun the pipeline to resume it"
         )
     return {"step": summary["step"], "loss": summary["loss"]}
+
+
+def train_model(context: StageContext) -> Results:
+    """One pretraining run in this process; a rerun after a crash resumes from `last.pt`."""
+    from sslspeech.training import train
+
+    return _training_results(train(training_config(context)), context.params["workdir"])
+
+
+def submit_training(context: StageContext, options: Any) -> Results:
+    """The same run as a SLURM job of the training launcher (N nodes x G GPUs, requeued on
+    preemption); waits for it. `options` is a `sslspeech.launch.slurm.SlurmOptions`."""
+    from sslspeech.launch.slurm import submit_training as submit
+
+    job = submit(training_config(context), options)
+    log.info("stage %s: training job %s", context.name, job.job_id)
+    return _training_results(job.result(), context.params["workdir"])
 
 
 def validate_checkpoints(context: StageContext) -> Results:

@@ -241,3 +241,19 @@ def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_r
     last = "it1/train/checkpoints/last.pt"
     ours, theirs = model_weights(run / last), model_weights(straight_run / last)
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+
+
+def test_demo_command_on_a_finished_run_skips_every_stage(recipe, straight_run):
+    """`sslspeech demo` with another recipe and an existing run directory: nothing is redone,
+    the report is written, the summary names the learning checks, the run dir comes last."""
+    before = {path: path.stat().st_mtime_ns for path in (straight_run / "state").glob("*.json")}
+    out = finish(
+        sslspeech("demo", "--workdir", str(straight_run), "--recipe", str(recipe)), timeout=120
+    )
+    lines = out.strip().splitlines()
+    assert lines[-1] == str(straight_run)
+    assert "it1 best layer beats MFCC on ABX" in out
+    assert "units PNMI" in out
+    assert (straight_run / "report.html").is_file()
+    after = {path: path.stat().st_mtime_ns for path in (straight_run / "state").glob("*.json")}
+    assert after == before, "every stage was up to date"

@@ -12,7 +12,17 @@ from sslspeech.pipeline.runner import PLAN_FILE, runner_alive
 from sslspeech.pipeline.state import read_state
 
 # Key results shown in the table, in this order, when a stage reports them.
-SHOWN_RESULTS = ("best_checkpoint", "best_layer", "abx", "pnmi", "val_loss", "step", "utterances")
+SHOWN_RESULTS = (
+    "best_checkpoint",
+    "best_layer",
+    "abx",
+    "pnmi",
+    "val_loss",
+    "step",
+    "loss",
+    "utterances",
+    "minutes",
+)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sslspeech.errors import DataError, SSLSpeechError
 from sslspeech.pipeline.stage import StageContext
+from sslspeech.pipeline.state import fingerprint
 from sslspeech.utils.fileio import atomic_open
 
 log = logging.getLogger(__name__)
@@ -331,8 +332,8 @@ def validate_checkpoints(context: StageContext) -> Results:
     )
     best = min(records, key=lambda record: record["loss"])
     path = str(checkpoints / best["checkpoint"])
-    write_json(
-        context.outputs["best"],
-        {"checkpoint": path, "val_loss": best["loss"], "step": best["step"]},
-    )
+    # The checkpoint's fingerprint makes best.json change whenever the file does, so the stages
+    # reading best.json rerun after a retraining even when the path and loss look the same.
+    record = {"checkpoint": path, "val_loss": best["loss"], "step": best["step"]}
+    write_json(context.outputs["best"], {**record, "fingerprint": fingerprint(Path(path))})
     return {"best_checkpoint": path, "val_loss": best["loss"], "step": best["step"]}

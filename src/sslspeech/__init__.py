@@ -1,9 +1,7 @@
 """sslspeech: pretrain HuBERT, DinoSR and SpidR, extract features and units, evaluate them."""
 
-from importlib import import_module
-from typing import Any
-
 from sslspeech.errors import SSLSpeechError
+from sslspeech.utils.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -21,10 +19,4 @@ _LAZY = {
 
 __all__ = ["SSLSpeechError", "__version__", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sslspeech' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

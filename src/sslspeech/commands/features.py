@@ -47,6 +47,25 @@ def sharding(args: argparse.Namespace) -> tuple[int | None, int]:
     return None, args.num_shards or max(1, args.workers)
 
 
+def job_options(args: argparse.Namespace, slurm_folder: Path, name: str) -> dict[str, Any]:
+    """The sharding/worker/device keyword arguments of `extract_features` and `transcribe`
+    from the options of `add_sharding_arguments`; applies --threads to this process."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shard, num_shards = sharding(args)
+    return {
+        "shard": shard,
+        "num_shards": num_shards,
+        "workers": args.workers,
+        "threads": args.threads or args.cpus_per_task,
+        "executor": executor(args, slurm_folder, name),
+        "device": args.device,
+        "quiet": args.quiet,
+    }
+
+
 def executor(args: argparse.Namespace, folder: Path, name: str) -> Any:
     """A submitit executor for a job array when --slurm is given, else None."""
     if not args.slurm:
@@ -85,14 +104,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Extract the features of every incomplete shard."""
-    import torch
-
     from sslspeech.features.extract import extract_features
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = args.threads or args.cpus_per_task
-    shard, num_shards = sharding(args)
     out = Path(args.out_dir)
     extract_features(
         args.manifest,
@@ -102,13 +115,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         before_residual=not args.after_residual,
         dtype=args.dtype,
-        shard=shard,
-        num_shards=num_shards,
-        workers=args.workers,
-        threads=threads,
-        executor=executor(args, out / "slurm", "features"),
-        device=args.device,
-        quiet=args.quiet,
+        **job_options(args, out / "slurm", "features"),
     )
     log.info("features in %s", out)
     return 0

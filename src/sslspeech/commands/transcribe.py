@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from sslspeech.commands.features import add_sharding_arguments, executor, sharding
+from sslspeech.commands.features import add_sharding_arguments, job_options
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +28,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Transcribe every incomplete shard, then join the parts."""
-    import torch
-
     from sslspeech.units.assign import transcribe
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = args.threads or args.cpus_per_task
-    shard, num_shards = sharding(args)
     out = Path(args.out)
     transcribe(
         args.features,
         args.kmeans,
         out,
         km=args.km,
-        shard=shard,
-        num_shards=num_shards,
-        workers=args.workers,
-        threads=threads,
-        executor=executor(args, out.with_name(out.name + ".slurm"), "transcribe"),
-        device=args.device,
         trust=args.trust_pickle,
-        quiet=args.quiet,
+        **job_options(args, out.with_name(out.name + ".slurm"), "transcribe"),
     )
     log.info("units in %s", out)
     return 0

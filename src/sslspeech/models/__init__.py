@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from sslspeech.utils.lazy import lazy_getattr
 
 _LAZY = {
     "HuBERT": "sslspeech.models.hubert",
@@ -18,10 +17,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sslspeech.models' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

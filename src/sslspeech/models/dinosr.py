@@ -21,8 +21,13 @@ from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.codebook import OnlineCodebooks, PredictionHeads, masked_prediction_loss
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.ema import dinosr_ema_decay, ema_update_
-from sslspeech.models.encoder import Encoder, Transformer, TransformerOutput, padding_mask
-from sslspeech.models.pretrained import Pretrained
+from sslspeech.models.encoder import (
+    Encoder,
+    EncoderModel,
+    Transformer,
+    TransformerOutput,
+    padding_mask,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,7 +162,7 @@ def _init_transformer_(module: nn.Module) -> None:
                 nn.init.zeros_(child.bias)
 
 
-class DinoSR(Pretrained):
+class DinoSR(EncoderModel):
     """Student encoder, EMA teacher transformer, K prediction heads and K online codebooks.
 
     Every head reads the student's final output (see `SpidR` for per-layer heads).
@@ -191,11 +196,6 @@ class DinoSR(Pretrained):
     # ----------------------------------------------------------------------------- basics
 
     @property
-    def num_layers(self) -> int:
-        """Number of transformer layers."""
-        return self.config.num_layers
-
-    @property
     def num_codebooks(self) -> int:
         """Number of codebooks (and prediction heads) K."""
         return self.config.num_codebooks
@@ -210,26 +210,6 @@ class DinoSR(Pretrained):
         super().train(mode)
         self.teacher.eval()
         return self
-
-    def frame_lengths(self, lengths: Tensor, num_samples: int | None = None) -> Tensor:
-        """Valid frames per row for valid samples `lengths` (conv-length formula)."""
-        return self.encoder.feature_extractor.frame_lengths(lengths, num_samples)
-
-    def encode(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Student final output [batch, frame, feature]."""
-        return self.encoder(waveforms, lengths).output
-
-    def get_intermediate_outputs(
-        self,
-        waveforms: Tensor,
-        lengths: Tensor | None = None,
-        num_layers: int | None = None,
-        before_residual: bool = True,
-    ) -> list[Tensor]:
-        """One [batch, frame, feature] tensor per student layer 1..num_layers: feed-forward output
-        before the residual add (True) or the full layer output (False)."""
-        out = self.encoder(waveforms, lengths, num_layers)
-        return out.ffn_outputs if before_residual else out.layer_outputs
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:

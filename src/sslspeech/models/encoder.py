@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.configs import EncoderConfig
+from sslspeech.models.pretrained import Pretrained
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -461,3 +462,36 @@ class Encoder(nn.Module):
                     f"lengths {lengths.tolist()} exceed the {waveforms.shape[1]} samples per row"
                 )
         return self.feature_extractor(waveforms, lengths)
+
+
+class EncoderModel(Pretrained):
+    """A model built on an `Encoder` at `self.encoder`: the feature API that HuBERT, DinoSR and
+    SpidR share (for DinoSR/SpidR, the student's)."""
+
+    encoder: Encoder
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers."""
+        return len(self.encoder.transformer.layers)
+
+    def encode(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Final encoder output [batch, frame, feature] (pre-LN: after the final norm)."""
+        return self.encoder(waveforms, lengths).output
+
+    def get_intermediate_outputs(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        num_layers: int | None = None,
+        before_residual: bool = True,
+    ) -> list[Tensor]:
+        """One [batch, frame, feature] tensor per layer 1..num_layers: the feed-forward output
+        before the residual add (True) or the full layer output (False). Never the final norm."""
+        out = self.encoder(waveforms, lengths, num_layers)
+        return out.ffn_outputs if before_residual else out.layer_outputs
+
+    def frame_lengths(self, lengths: Tensor, num_samples: int | None = None) -> Tensor:
+        """Valid frames per row for valid samples `lengths`, by the checkpoint's rule (fairseq's
+        depends on the padded size `num_samples`, default max(lengths))."""
+        return self.encoder.feature_extractor.frame_lengths(lengths, num_samples)

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 
 from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
-from sslspeech.models.encoder import Encoder, EncoderOutput, padding_mask
+from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput, padding_mask
 from sslspeech.models.pretrained import Pretrained
 
 
-class HuBERT(Pretrained):
+class HuBERT(EncoderModel):
     """HuBERT encoder: `m(waveforms, lengths)` -> (B, T, D) final output."""
 
     model_type = "hubert"
@@ -27,35 +27,9 @@ class HuBERT(Pretrained):
         self.config = config
         self.encoder = Encoder(config)
 
-    @property
-    def num_layers(self) -> int:
-        """Number of transformer layers."""
-        return self.config.num_layers
-
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
         """[batch, sample] (+ valid samples [batch]) -> [batch, frame, feature]."""
         return self.encode(waveforms, lengths)
-
-    def encode(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Final encoder output [batch, frame, feature] (pre-LN: after the final norm)."""
-        return self.encoder(waveforms, lengths).output
-
-    def get_intermediate_outputs(
-        self,
-        waveforms: Tensor,
-        lengths: Tensor | None = None,
-        num_layers: int | None = None,
-        before_residual: bool = True,
-    ) -> list[Tensor]:
-        """One [batch, frame, feature] tensor per layer 1..num_layers: the feed-forward output
-        before the residual add (True) or the full layer output (False). Never the final norm."""
-        out = self.encoder(waveforms, lengths, num_layers)
-        return out.ffn_outputs if before_residual else out.layer_outputs
-
-    def frame_lengths(self, lengths: Tensor, num_samples: int | None = None) -> Tensor:
-        """Valid frames per row for valid samples `lengths`, by the checkpoint's rule (fairseq's
-        depends on the padded size `num_samples`, default max(lengths))."""
-        return self.encoder.feature_extractor.frame_lengths(lengths, num_samples)
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:

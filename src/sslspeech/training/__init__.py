@@ -4,8 +4,7 @@
 `validate(manifest, checkpoint_dir, out)` scores saved checkpoints.
 """
 
-from importlib import import_module
-from typing import Any
+from sslspeech.utils.lazy import lazy_getattr
 
 _LAZY = {
     "TrainConfig": "sslspeech.training.config",
@@ -16,10 +15,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sslspeech.training' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -246,3 +246,37 @@ def test_bfloat16_cpu_smoke() -> None:
         half = model.to(torch.bfloat16)(waveforms.bfloat16(), lengths)
     assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
     assert (half.float() - reference).abs().max() < 0.25
+
+
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_inference_fast_paths_equal_the_autograd_path(conv_bias: bool) -> None:
+    """Without autograd on CPU float32 the encoder takes its oneDNN paths (GEMM linears with
+    fused GELU, the first conv + GroupNorm folded into one GEMM); with autograd on it runs the
+    plain modules. Both give the same layer outputs on a padded batch, biased convs included."""
+    torch.manual_seed(0)
+    model = HuBERT(tiny(extractor_conv_bias=conv_bias)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))  # non-trivial norms and biases
+    waveforms = torch.randn(3, 4000) * torch.tensor([[1.0], [0.01], [5.0]]) + 0.3
+    lengths = torch.tensor([4000, 2500, 3100])
+    reference = model.get_intermediate_outputs(waveforms, lengths, before_residual=False)
+    with torch.inference_mode():
+        fast = model.get_intermediate_outputs(waveforms, lengths, before_residual=False)
+    for slow_layer, fast_layer in zip(reference, fast, strict=True):
+        torch.testing.assert_close(fast_layer, slow_layer.detach(), **TOL)
+
+
+def test_fast_linear_matches_nn_linear_on_strided_batches() -> None:
+    """`Linear` in inference equals nn.Linear (+ GELU) on a non-contiguous 3-D input."""
+    from sslspeech.models.encoder import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(16, 8)
+    x = torch.randn(2, 16, 5).transpose(1, 2)  # [2, 5, 16], not contiguous
+    expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), expected.detach(), **TOL)
+        torch.testing.assert_close(
+            layer(x, gelu=True), torch.nn.functional.gelu(expected).detach(), **TOL
+        )

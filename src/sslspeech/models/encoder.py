@@ -241,7 +241,19 @@ class ConvolutionalPositionalEmbedding(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """[batch, frame, feature] (padding already zeroed) -> [batch, frame, feature]."""
-        x = self.conv(x.transpose(1, 2))
+        if _onednn_inference(x):
+            # The input read in place as a channels-last 2-D image: oneDNN's grouped conv runs
+            # ~1.4x faster on that layout than conv1d on (batch, feature, frame).
+            conv = self.conv
+            x = F.conv2d(
+                x.transpose(1, 2).unsqueeze(2),
+                conv.weight.unsqueeze(2),
+                conv.bias,
+                padding=(0, self.kernel // 2),
+                groups=conv.groups,
+            ).squeeze(2)
+        else:
+            x = self.conv(x.transpose(1, 2))
         if self.num_remove:
             x = x[..., : -self.num_remove]
         return F.gelu(x).transpose(1, 2)

@@ -257,3 +257,78 @@ def test_demo_command_on_a_finished_run_skips_every_stage(recipe, straight_run):
     assert (straight_run / "report.html").is_file()
     after = {path: path.stat().st_mtime_ns for path in (straight_run / "state").glob("*.json")}
     assert after == before, "every stage was up to date"
+
+
+SPIDR_TRAIN = """
+[run]
+workdir = "unused"
+seed = 0
+max_steps = 6
+validation = "none"
+device = "cpu"
+[data]
+manifest = "unused.csv"
+max_sample_size = 16000
+min_sample_size = 4000
+max_batch_samples = 64000
+num_workers = 0
+[masking]
+mask_prob = 0.5
+mask_length = 4
+min_masks = 1
+[model]
+type = "spidr"
+extractor_conv_layers = [
+  [16, 10, 5], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 3, 2], [16, 2, 2], [16, 2, 2]
+]
+embed_dim = 32
+ffn_dim = 64
+num_layers = 2
+num_heads = 2
+pos_conv_kernel = 8
+pos_conv_groups = 4
+pos_conv_depth = 2
+codebook_size = 8
+num_codebooks = 2
+[schedule]
+warmup_steps = 2
+[checkpoint]
+save_every = 3
+keep_last = -1
+"""
+
+
+def test_single_spidr_run_end_to_end(recipe):
+    """`kind = "spidr"`: one self-supervised run on the synthetic corpus, then ABX per layer,
+    best-layer units and their quality; results.json names the best layer and its PNMI."""
+    folder = recipe.parent
+    (folder / "spidr.toml").write_text(SPIDR_TRAIN)
+    text = recipe.read_text().replace('kind = "hubert"', 'kind = "spidr"')
+    text = text.replace("iterations = 2", "iterations = 1").replace('"train.toml"', '"spidr.toml"')
+    (folder / "spidr_recipe.toml").write_text(text.replace('[it2]\nconfig = "spidr.toml"\n', ""))
+    run = folder / "spidr_run"
+    finish(sslspeech("pipeline", "run", str(folder / "spidr_recipe.toml"), "--run-dir", str(run)))
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["abx"]["it1_layers"]) == 2
+    assert results["best_layer"]["it1"] in (1, 2)
+    assert 0.0 <= results["pnmi"]["it2_targets"] <= 1.0
+    assert (run / "it1" / "train" / "checkpoints" / "step_6.pt").is_file()
+
+
+def test_recipe_starting_from_a_checkpoint_layer(recipe, straight_run):
+    """`[start]` with a checkpoint and a layer: its layer features give the k-means targets of
+    it1 (no MFCC stages), and it1 trains on them."""
+    folder = recipe.parent
+    checkpoint = straight_run / "it1" / "train" / "checkpoints" / "last.pt"
+    text = recipe.read_text().replace("iterations = 2", "iterations = 1")
+    text = text.replace('[it2]\nconfig = "train.toml"\n', "")
+    text += f'[start]\ncheckpoint = "{checkpoint}"\nlayer = 2\n'
+    (folder / "start_recipe.toml").write_text(text)
+    run = folder / "start_run"
+    out = finish(
+        sslspeech("pipeline", "run", str(folder / "start_recipe.toml"), "--run-dir", str(run))
+    )
+    assert "start.features" in out and "mfcc.features" not in out
+    labels = (run / "it1" / "labels" / "train.csv").read_text().splitlines()
+    assert labels[0].endswith("units") and len(labels) > 1
+    assert (run / "it1" / "train" / "checkpoints" / "last.pt").is_file()

@@ -63,7 +63,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
             best_checkpoint[f"it{iteration}"] = best["checkpoint"]
             val_loss[f"it{iteration}"] = best["val_loss"]
         scores = read_json(targets_dir(run_dir, iteration) / "quality.json")
-        if scores is not None and (folder / "labels").exists():
+        if scores is not None:
             pnmi[f"it{iteration}_targets"] = scores["pnmi"]
             quality[f"it{iteration}_targets"] = scores
     results.update(

@@ -255,6 +255,16 @@ def iter_manifest(
         raise DataError(f"{path}: not a UTF-8 text manifest ({error})") from None
 
 
+def _normalize_index(index: int, size: int) -> int:
+    """`index` in [0, size), counting negative ones from the end; IndexError outside."""
+    index = int(index)
+    if index < 0:
+        index += size
+    if not 0 <= index < size:
+        raise IndexError(f"index {index} out of range (size {size})")
+    return index
+
+
 class StringColumn(Sequence[str]):
     """Strings packed in one UTF-8 byte array + offsets: compact, and no per-string Python
     objects for forked DataLoader workers to copy-on-write."""
@@ -272,11 +282,7 @@ class StringColumn(Sequence[str]):
     def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range (size {len(self)})")
+        index = _normalize_index(index, len(self))
         begin, end = self._bounds[index], self._bounds[index + 1]
         return self._data[begin:end].tobytes().decode("utf-8")
 
@@ -359,11 +365,7 @@ class Manifest(Sequence[ManifestEntry]):
     def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = int(index)
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"manifest index {index} out of range (size {len(self)})")
+        index = _normalize_index(index, len(self))
         archive_id = int(self._archive_ids[index])
         in_archive = archive_id >= 0
         units = self.units_array(index)

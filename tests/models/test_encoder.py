@@ -268,7 +268,8 @@ def test_inference_fast_paths_equal_the_autograd_path(conv_bias: bool) -> None:
 
 
 def test_fast_linear_matches_nn_linear_on_strided_batches() -> None:
-    """`Linear` in inference equals nn.Linear (+ GELU) on a non-contiguous 3-D input."""
+    """`Linear` in inference equals nn.Linear (+ GELU) on a non-contiguous 3-D input, and
+    leaves CPU autocast in charge when it is on (bfloat16 out)."""
     from sslspeech.models.encoder import Linear
 
     torch.manual_seed(0)
@@ -280,3 +281,5 @@ def test_fast_linear_matches_nn_linear_on_strided_batches() -> None:
         torch.testing.assert_close(
             layer(x, gelu=True), torch.nn.functional.gelu(expected).detach(), **TOL
         )
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x).dtype == torch.bfloat16

@@ -21,14 +21,15 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 
 
 def _onednn_inference(x: Tensor) -> bool:
-    """Whether the oneDNN inference paths apply: float32 on CPU with autograd off. There they
-    beat the default kernels (MKL's GEMM takes no AVX-512 path on AMD CPUs; GELU fuses into
-    the GEMM) with results equal up to float rounding."""
+    """Whether the oneDNN inference paths apply: float32 on CPU with autograd and autocast off.
+    There they beat the default kernels (MKL's GEMM takes no AVX-512 path on AMD CPUs; GELU
+    fuses into the GEMM) with results equal up to float rounding."""
     return (
         _ONEDNN
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
     )
 
 

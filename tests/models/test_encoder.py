@@ -250,11 +250,13 @@ def test_bfloat16_cpu_smoke() -> None:
 
 @pytest.mark.parametrize("conv_bias", [False, True])
 def test_inference_fast_paths_equal_the_autograd_path(conv_bias: bool) -> None:
-    """Without autograd on CPU float32 the encoder takes its oneDNN paths (GEMM linears with
-    fused GELU, the first conv + GroupNorm folded into one GEMM); with autograd on it runs the
-    plain modules. Both give the same layer outputs on a padded batch, biased convs included."""
+    """Without autograd on CPU float32 the encoder takes its inference paths (oneDNN linears
+    with fused GELU, the conv stack over time tiles with the first conv + GroupNorm folded
+    into one GEMM); with autograd on it runs the plain modules. Both give the same layer
+    outputs on a padded batch, over several tiles and a partial last one, biased convs too."""
     torch.manual_seed(0)
     model = HuBERT(tiny(extractor_conv_bias=conv_bias)).eval()
+    model.encoder.feature_extractor.tile_samples = 1000  # 8 frames of 3 rows per tile
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))  # non-trivial norms and biases

@@ -76,41 +76,48 @@ class ConvLayerBlock(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride, bias=bias)
         self.layer_norm = norm
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[batch, in_channel, sample] -> [batch, out_channel, frame]."""
-        if isinstance(self.layer_norm, nn.GroupNorm) and x.shape[1] == 1 and _onednn_inference(x):
-            return F.gelu(self._conv_group_norm_gemm(x[:, 0]))
+    def forward(self, x: Tensor, folded: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """[batch, in_channel, sample] -> [batch, out_channel, frame]; `folded` (from
+        `fold_group_norm`) replaces conv -> GroupNorm by one GEMM."""
+        if folded is not None:
+            weight, bias = folded
+            return F.gelu(torch.baddbmm(bias, weight, self.windows(x[:, 0]).transpose(1, 2)))
         x = self.conv(x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return F.gelu(x)
 
-    def _conv_group_norm_gemm(self, waveforms: Tensor) -> Tensor:
-        """conv -> per-channel GroupNorm of a 1-channel input as one GEMM over the (frame,
-        kernel) windows: the conv is linear, so each channel's mean and variance over frames
-        follow from the windows' mean and kernel x kernel covariance (float64), and fold into
-        the GEMM's weights and bias. 2x faster than conv then norm on CPU."""
-        norm = self.layer_norm
-        assert isinstance(norm, nn.GroupNorm) and norm.weight is not None
+    def windows(self, waveforms: Tensor) -> Tensor:
+        """[batch, sample] -> [batch, frame, kernel]: the conv's input windows (a view)."""
         batch, num_samples = waveforms.shape
         frames = (num_samples - self.kernel) // self.stride + 1
-        windows = waveforms.contiguous().as_strided(
+        return waveforms.contiguous().as_strided(
             (batch, frames, self.kernel), (num_samples, self.stride, 1)
         )
+
+    def fold_group_norm(self, waveforms: Tensor) -> tuple[Tensor, Tensor]:
+        """conv -> per-channel GroupNorm over the frames of 1-channel `waveforms` [batch,
+        sample] as one GEMM: weight [batch, channel, kernel] and bias [batch, channel, 1].
+        The conv is linear, so each channel's mean and variance follow from the windows' mean
+        and kernel x kernel covariance (float64); the conv bias cancels out."""
+        norm = self.layer_norm
+        assert isinstance(norm, nn.GroupNorm) and norm.weight is not None
+        windows = self.windows(waveforms).double()
         weight = self.conv.weight[:, 0].double()  # [channel, kernel]
-        windows64 = windows.double()
-        mean = windows64.mean(1)  # [batch, kernel]
-        centered = windows64 - mean[:, None]
-        covariance = centered.transpose(1, 2) @ centered / frames  # [batch, kernel, kernel]
+        mean = windows.mean(1)  # [batch, kernel]
+        centered = windows - mean[:, None]
+        covariance = centered.transpose(1, 2) @ centered / windows.shape[1]
         channel_var = torch.einsum("ck,bkl,cl->bc", weight, covariance, weight)
         scale = torch.rsqrt(channel_var + norm.eps) * norm.weight.double()  # [batch, channel]
-        shift = norm.bias.double() - (mean @ weight.T) * scale  # the conv bias cancels out
-        scaled_weight = (weight[None] * scale[:, :, None]).float()  # [batch, channel, kernel]
-        return torch.baddbmm(shift.float()[:, :, None], scaled_weight, windows.transpose(1, 2))
+        shift = norm.bias.double() - (mean @ weight.T) * scale
+        return (weight[None] * scale[:, :, None]).float(), shift.float()[:, :, None]
 
 
 class ConvFeatureExtractor(nn.Module):
     """The strided conv stack turning waveforms into frames (50 Hz for the base stack)."""
+
+    tile_samples: int = 20480
+    """Samples per tile (times the batch size) of the CPU inference path."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -155,13 +162,41 @@ class ConvFeatureExtractor(nn.Module):
                 f"{self.config.receptive_field} ({self.config.receptive_field / 16000:.3f} s at "
                 "16 kHz) for one frame"
             )
-        x = waveforms.unsqueeze(1)
-        for block in self.conv_layers:
-            x = block(x)
+        if _onednn_inference(waveforms):
+            x = self._forward_tiled(waveforms)
+        else:
+            x = waveforms.unsqueeze(1)
+            for block in self.conv_layers:
+                x = block(x)
         x = x.transpose(1, 2)
         if lengths is None:
             return x, None
         return x, self.frame_lengths(lengths, num_samples=num_samples, num_frames=x.shape[1])
+
+    def _forward_tiled(self, waveforms: Tensor) -> Tensor:
+        """[batch, sample] -> [batch, channel, frame], the stack run over tiles of about
+        `tile_samples` samples per batch so that each layer's input stays in cache (1.2x
+        faster on CPU), with the first conv + GroupNorm as one GEMM. Frame-exact: tiles start
+        at multiples of the total stride, and GroupNorm statistics come from the whole rows."""
+        first, *rest = self.conv_layers
+        assert isinstance(first, ConvLayerBlock)
+        folded = None
+        if isinstance(first.layer_norm, nn.GroupNorm):
+            folded = first.fold_group_norm(waveforms)
+        hop = self.config.samples_per_frame
+        num_frames = int(conv_output_lengths(torch.tensor([waveforms.shape[1]]), self.config)[0])
+        tile = max(1, self.tile_samples // (hop * waveforms.shape[0]))
+        tiles = []
+        for start in range(0, num_frames, tile):
+            stop = min(num_frames, start + tile)
+            x = first(
+                waveforms[:, None, start * hop : (stop - 1) * hop + self.config.receptive_field],
+                folded,
+            )
+            for block in rest:
+                x = block(x)
+            tiles.append(x)
+        return torch.cat(tiles, dim=2)
 
     def frame_lengths(
         self, lengths: Tensor, num_samples: int | None = None, num_frames: int | None = None

@@ -222,8 +222,8 @@ def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_r
     cluster here): the job trains the same model as the in-process run."""
     import dataclasses
 
-    from sslspeech.pipeline.executors import SlurmExecutor, SlurmResources
-    from sslspeech.pipeline.recipe import load_recipe
+    from sslspeech.pipeline.executors import SlurmExecutor
+    from sslspeech.pipeline.recipe import SlurmRequest, load_recipe
     from sslspeech.pipeline.recipes import build_stages
     from sslspeech.pipeline.runner import Runner
 
@@ -234,7 +234,7 @@ def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_r
         stage, inputs={**stage.inputs, "train": labels / "train.csv", "val": labels / "val.csv"}
     )
     executor = SlurmExecutor(
-        folder=run / "slurm", resources={"train": SlurmResources(timeout_min=5)}, cluster="local"
+        folder=run / "slurm", resources={"train": SlurmRequest(timeout_min=5)}, cluster="local"
     )
     Runner(run, [stage], executor).run()
     assert read_state(run, "it1.train").results["step"] == 20

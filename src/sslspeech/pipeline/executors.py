@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sslspeech.errors import ConfigError, SSLSpeechError
+from sslspeech.pipeline.recipe import SlurmRequest
 from sslspeech.pipeline.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -29,18 +30,6 @@ def call_stage(stage: Stage, context: StageContext) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SlurmResources:
-    """The SLURM request for one kind of stage (submitit parameter names)."""
-
-    gpus_per_node: int = 0
-    cpus_per_task: int = 4
-    mem_gb: int = 32
-    timeout_min: int = 60
-    nodes: int = 1
-    tasks_per_node: int = 1
-
-
-@dataclass(frozen=True, kw_only=True)
 class SlurmExecutor:
     """Submits every stage as a SLURM job (submitit) and waits for it; the driver keeps the state.
 
@@ -49,7 +38,7 @@ class SlurmExecutor:
     """
 
     folder: Path
-    resources: Mapping[str, SlurmResources]
+    resources: Mapping[str, SlurmRequest]
     account: str = ""
     partition: str = ""
     qos: str = ""
@@ -65,7 +54,7 @@ class SlurmExecutor:
             raise ConfigError(
                 "the slurm executor needs submitit: pip install 'sslspeech[train]'"
             ) from error
-        request = self.resources.get(stage.resources) or SlurmResources()
+        request = self.resources.get(stage.resources) or SlurmRequest()
         if stage.resources == "train":
             return self._train(context, request)
         executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
@@ -73,7 +62,7 @@ class SlurmExecutor:
             "name": f"sslspeech-{stage.name}",
             "timeout_min": request.timeout_min,
             "nodes": request.nodes,
-            "tasks_per_node": request.tasks_per_node,
+            "tasks_per_node": 1,
             "cpus_per_task": request.cpus_per_task,
             "mem_gb": request.mem_gb,
         }
@@ -99,7 +88,7 @@ class SlurmExecutor:
                 f": {error}"
             ) from error
 
-    def _train(self, context: StageContext, request: SlurmResources) -> dict[str, Any]:
+    def _train(self, context: StageContext, request: SlurmRequest) -> dict[str, Any]:
         """Training goes through the training launcher (DDP tasks, requeue on preemption)."""
         from sslspeech.launch.slurm import SlurmOptions
         from sslspeech.pipeline.tasks import submit_training

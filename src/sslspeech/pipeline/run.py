@@ -5,23 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor, SlurmResources
-from sslspeech.pipeline.recipe import Recipe, SlurmRequest, dump_toml, recipe_to_dict
+from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor
+from sslspeech.pipeline.recipe import Recipe, dump_toml, recipe_to_dict
 from sslspeech.pipeline.recipes import build_stages
 from sslspeech.pipeline.results import RECIPE_COPY, write_results
 from sslspeech.pipeline.runner import Executor, Runner
 from sslspeech.utils.fileio import atomic_open
-
-
-def _resources(request: SlurmRequest) -> SlurmResources:
-    return SlurmResources(
-        gpus_per_node=request.gpus_per_node,
-        cpus_per_task=request.cpus_per_task,
-        mem_gb=request.mem_gb,
-        timeout_min=request.timeout_min,
-        nodes=request.nodes,
-        tasks_per_node=1,
-    )
 
 
 def make_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Executor:
@@ -31,11 +20,7 @@ def make_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Exe
         return LocalExecutor()
     return SlurmExecutor(
         folder=run_dir / "slurm",
-        resources={
-            "cpu": _resources(config.cpu),
-            "gpu": _resources(config.gpu),
-            "train": _resources(config.train),
-        },
+        resources={"cpu": config.cpu, "gpu": config.gpu, "train": config.train},
         account=config.account,
         partition=config.partition,
         qos=config.qos,

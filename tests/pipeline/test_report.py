@@ -53,6 +53,8 @@ def test_report_of_a_directory_that_is_no_run_is_an_error(tmp_path, capsys):
     assert "not a pipeline run directory" in capsys.readouterr().err
 
 
+# `.ci/run` installs Debian's chromium, so CI always runs this; the skip only spares developer
+# machines without a browser (bench/report_screenshot.py is the same check by hand).
 @pytest.mark.skipif(
     find_chromium() is None,
     reason="needs Chromium to render the page (Debian: apt-get install -y chromium)",

@@ -255,13 +255,13 @@ def iter_manifest(
         raise DataError(f"{path}: not a UTF-8 text manifest ({error})") from None
 
 
-def _normalize_index(index: int, size: int) -> int:
+def _normalize_index(index: int, size: int, what: str = "index") -> int:
     """`index` in [0, size), counting negative ones from the end; IndexError outside."""
     index = int(index)
     if index < 0:
         index += size
     if not 0 <= index < size:
-        raise IndexError(f"index {index} out of range (size {size})")
+        raise IndexError(f"{what} {index} out of range (size {size})")
     return index
 
 
@@ -365,7 +365,7 @@ class Manifest(Sequence[ManifestEntry]):
     def __getitem__(self, index: int | slice) -> ManifestEntry | list[ManifestEntry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        index = _normalize_index(index, len(self))
+        index = _normalize_index(index, len(self), "manifest index")
         archive_id = int(self._archive_ids[index])
         in_archive = archive_id >= 0
         units = self.units_array(index)

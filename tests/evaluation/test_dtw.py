@@ -71,8 +71,11 @@ def test_pair_dtw_on_tokens(dense_factor: float) -> None:
         x = frames[starts[u] : starts[u] + lengths[u]]
         y = frames[starts[v] : starts[v] + lengths[v]]
         lattice = angular_distance(x[None], y[None])[0].numpy()
-        assert math.isclose(float(cost[k] / path_first[k]), reference_dtw(lattice), rel_tol=1e-5)
-        assert math.isclose(float(cost[k] / path_second[k]), reference_dtw(lattice.T), rel_tol=1e-5)
+        # arccos near 1 is only sqrt(eps)-accurate in float32: on a self-pair (u == v) the
+        # per-pair and the one-matmul dot products round differently (up to ~5e-5 after / pi).
+        for path, oriented in ((path_first, lattice), (path_second, lattice.T)):
+            expected = reference_dtw(oriented)
+            assert math.isclose(float(cost[k] / path[k]), expected, rel_tol=1e-5, abs_tol=1e-4)
 
 
 def test_normalize_frames_singularity() -> None:

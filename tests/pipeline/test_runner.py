@@ -155,12 +155,12 @@ def test_slurm_executor_through_submitit_local_jobs(tmp_path):
     """The SLURM path with submitit's local cluster: each stage runs as a separate job process,
     the driver records the states; a second run skips both stages."""
     from sslspeech.pipeline.executors import SlurmExecutor
-    from sslspeech.pipeline.recipe import SlurmRequest
+    from sslspeech.pipeline.recipe import StageResources
 
     (tmp_path / "source.txt").write_text("3")
     run = tmp_path / "run"
     executor = SlurmExecutor(
-        folder=run / "slurm", resources={"cpu": SlurmRequest(timeout_min=5)}, cluster="local"
+        folder=run / "slurm", resources={"cpu": StageResources(timeout_min=5)}, cluster="local"
     )
     Runner(run, chain(tmp_path), executor).run()
     assert (run / "b.txt").read_text() == "12"

@@ -135,9 +135,8 @@ def _slurm_options(args: argparse.Namespace) -> Any:
 
 def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from sslspeech.launch.local import worker_command
-    from sslspeech.training.config import dump_toml
 
-    print(dump_toml(config))
+    print(config.to_toml())
     workdir = Path(config.run.workdir)
     job: dict[str, Any]
     if args.slurm:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sslspeech.errors import ConfigError, SSLSpeechError
-from sslspeech.pipeline.recipe import SlurmRequest
+from sslspeech.pipeline.recipe import StageResources
 from sslspeech.pipeline.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class SlurmExecutor:
     """
 
     folder: Path
-    resources: Mapping[str, SlurmRequest]
+    resources: Mapping[str, StageResources]
     account: str = ""
     partition: str = ""
     qos: str = ""
@@ -54,7 +54,7 @@ class SlurmExecutor:
             raise ConfigError(
                 "the slurm executor needs submitit: pip install 'sslspeech[train]'"
             ) from error
-        request = self.resources.get(stage.resources) or SlurmRequest()
+        request = self.resources.get(stage.resources) or StageResources()
         if stage.resources == "train":
             return self._train(context, request)
         executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
@@ -88,10 +88,10 @@ class SlurmExecutor:
                 f": {error}"
             ) from error
 
-    def _train(self, context: StageContext, request: SlurmRequest) -> dict[str, Any]:
+    def _train(self, context: StageContext, request: StageResources) -> dict[str, Any]:
         """Training goes through the training launcher (DDP tasks, requeue on preemption)."""
         from sslspeech.launch.slurm import SlurmOptions
-        from sslspeech.pipeline.tasks import submit_training
+        from sslspeech.pipeline.tasks import train_model_on_slurm
 
         options = SlurmOptions(
             account=self.account or None,
@@ -104,4 +104,4 @@ class SlurmExecutor:
             partition=self.partition or None,
             cluster=self.cluster,
         )
-        return dict(submit_training(context, options))
+        return dict(train_model_on_slurm(context, options))

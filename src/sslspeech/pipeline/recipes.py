@@ -191,7 +191,7 @@ class _Builder:
 
     def train(self, iteration: int, train: Path, val: Path) -> Path | int | None:
         """train -> validate -> ABX per layer; returns the chosen layer (or the ABX JSON)."""
-        config = self.recipe.train_config(iteration)
+        config = self.recipe.iteration(iteration)
         folder = self.run / f"it{iteration}"
         workdir = folder / "train"
         self.add(

@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor
-from sslspeech.pipeline.recipe import Recipe, dump_toml, recipe_to_dict
+from sslspeech.pipeline.recipe import Recipe, recipe_to_dict
 from sslspeech.pipeline.recipes import build_stages
 from sslspeech.pipeline.results import RECIPE_COPY, write_results
 from sslspeech.pipeline.runner import Executor, Runner
 from sslspeech.utils.fileio import atomic_open
+from sslspeech.utils.tomlconfig import dump_toml
 
 
-def make_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Executor:
+def stage_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Executor:
     """The recipe's executor, or `name` ("local" / "slurm") when given."""
     config = recipe.executor
     if (name or config.name) == "local":
@@ -37,7 +38,10 @@ def run_recipe(
     stages = build_stages(recipe, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run_dir / RECIPE_COPY) as handle:
-        handle.write("# Resolved sslspeech pipeline recipe (paths absolute).\n")
-        handle.write(dump_toml(recipe_to_dict(recipe)))
-    Runner(run_dir, stages, make_executor(recipe, run_dir, executor), recipe.device).run()
+        handle.write(
+            dump_toml(
+                recipe_to_dict(recipe), "Resolved sslspeech pipeline recipe (paths absolute)."
+            )
+        )
+    Runner(run_dir, stages, stage_executor(recipe, run_dir, executor), recipe.device).run()
     return write_results(run_dir)

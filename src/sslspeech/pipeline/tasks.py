@@ -276,23 +276,18 @@ def score_abx_layers(context: StageContext) -> Results:
 # ---------------------------------------------------------------------- training
 
 
-def _override(key: str, value: Any) -> str:
-    from sslspeech.training.config import format_toml_value
-
-    return f"{key}={value if isinstance(value, str) else format_toml_value(value)}"
-
-
 def training_config(context: StageContext) -> Any:
     """The training config of a train stage: its TOML, the recipe's overrides, our paths."""
-    from sslspeech.training import load_config
+    from sslspeech.pipeline.recipe import iteration_training_config
 
-    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
-    overrides += [
-        _override("run.workdir", context.params["workdir"]),
-        _override("data.manifest", str(context.inputs["train"])),
-        _override("data.val_manifest", str(context.inputs["val"])),
-    ]
-    return load_config(context.inputs["config"], overrides)
+    return iteration_training_config(
+        context.inputs["config"],
+        context.params["overrides"],
+        workdir=context.params["workdir"],
+        manifest=str(context.inputs["train"]),
+        val_manifest=str(context.inputs["val"]),
+        source=f"the recipe's {context.name.split('.')[0]}.overrides",
+    )
 
 
 def _training_results(summary: Mapping[str, Any], workdir: str) -> Results:
@@ -311,7 +306,7 @@ def train_model(context: StageContext) -> Results:
     return _training_results(train(training_config(context)), context.params["workdir"])
 
 
-def submit_training(context: StageContext, options: Any) -> Results:
+def train_model_on_slurm(context: StageContext, options: Any) -> Results:
     """The same run as a SLURM job of the training launcher (N nodes x G GPUs, requeued on
     preemption); waits for it. `options` is a `sslspeech.launch.slurm.SlurmOptions`."""
     from sslspeech.launch.slurm import submit_training as submit

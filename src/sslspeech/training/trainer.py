@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sslspeech.data.audio import SAMPLE_RATE
 from sslspeech.errors import CheckpointError
 from sslspeech.models.pretrained import Pretrained
 from sslspeech.training import checkpoint as ckpt
@@ -44,19 +45,11 @@ from sslspeech.training.distributed import (
 )
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
-from sslspeech.training.optim import (
-    autocast,
-    build_optimizer,
-    build_scaler,
-    build_scheduler,
-    clip_gradients,
-    no_sync,
-    parallelize,
-)
+from sslspeech.training.optim import build_optimizer, build_scaler, build_scheduler, clip_gradients
+from sslspeech.training.parallelize import autocast, no_sync, parallelize
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 OnCheckpoint = Callable[[Path, int], None]
 
 

@@ -20,7 +20,7 @@ from sslspeech.training.data import Split, build_split, to_device
 from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.metrics import Meter, read_metrics
 from sslspeech.training.objectives import Objective, build_objective
-from sslspeech.training.optim import autocast
+from sslspeech.training.parallelize import autocast
 
 log = logging.getLogger(__name__)
 

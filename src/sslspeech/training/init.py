@@ -50,24 +50,26 @@ class InitReport:
     dropped: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        """One line per initialized or dropped tensor, loaded ones counted per module."""
+        """One line per module (first two name parts) and status, with the tensor count."""
+        rows: dict[tuple[str, str, str], int] = {}
+        statuses = [
+            *(("loaded", name, "") for name in self.loaded),
+            *(("initialized", name, why) for name, why in self.initialized.items()),
+            *(("dropped", name, "not in the new model") for name in self.dropped),
+        ]
+        for status, name, note in statuses:
+            parts = name.split(".")
+            group = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
+            rows[status, group, note] = rows.get((status, group, note), 0) + 1
         lines = [
             f"run.init_from {self.source}: {len(self.loaded)} tensors loaded, "
             f"{len(self.initialized)} initialized, {len(self.dropped)} dropped",
-            f"  {'status':<12} {'tensor':<48} note",
+            f"  {'status':<12} {'tensors':<36} {'count':>5}  note",
         ]
-        groups: dict[str, int] = {}
-        for name in self.loaded:
-            parts = name.split(".")
-            group = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
-            groups[group] = groups.get(group, 0) + 1
-        rows = [
-            ("loaded", group, f"{count} tensors" if count > 1 else "")
-            for group, count in groups.items()
+        lines += [
+            f"  {status:<12} {group:<36} {count:>5}  {note}".rstrip()
+            for (status, group, note), count in rows.items()
         ]
-        rows += [("initialized", name, why) for name, why in self.initialized.items()]
-        rows += [("dropped", name, "not in the new model") for name in self.dropped]
-        lines += [f"  {status:<12} {name:<48} {note}".rstrip() for status, name, note in rows]
         return "\n".join(lines)
 
 
@@ -112,7 +114,7 @@ def initialize(model: nn.Module, loaded: LoadedCheckpoint, origin: str) -> InitR
             twin = student + name.removeprefix(prefix)
             if name.startswith(prefix) and twin in state:
                 state[name] = state[twin]
-                report.initialized[name] = f"copy of {twin}"
+                report.initialized[name] = f"copy of the student's {student}*"
     model.load_state_dict(state, strict=False)
     return report
 

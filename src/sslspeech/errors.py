@@ -13,6 +13,10 @@ class CheckpointError(SSLSpeechError):
     """A checkpoint cannot be read, is of an unknown format or is unsafe to load."""
 
 
+class UnknownModelTypeError(ConfigError, CheckpointError):
+    """A model type (config `model.type`, a checkpoint's `model_type`) the registry lacks."""
+
+
 class UnsafePickleError(CheckpointError):
     """A pickle asks for a global outside the allow-list; nothing was executed."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sslspeech.launch.local import launch_local, worker_environments
-from sslspeech.training.checkpoint import load_checkpoint
+from sslspeech.training.checkpoint import TrainingCheckpoint
 from sslspeech.training.metrics import read_metrics
 from tests.training.conftest import CONFIGS, REPO, small_run
 
@@ -38,11 +38,11 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_command(one, tone_manifest, "optim.accumulation=2"), env=env, check=True)
     subprocess.run([*_command(two, tone_manifest), "--nproc", "2"], env=env, check=True)
-    a = load_checkpoint(one / "checkpoints" / "step_4.pt")
-    b = load_checkpoint(two / "checkpoints" / "step_4.pt")
-    assert b["world_size"] == 2 and len(b["ranks"]) == 2
-    for key, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][key], tensor, rtol=1e-5, atol=1e-6, msg=key)
+    a = TrainingCheckpoint.load(one / "checkpoints" / "step_4.pt")
+    b = TrainingCheckpoint.load(two / "checkpoints" / "step_4.pt")
+    assert b.world_size == 2 and len(b.ranks) == 2
+    for key, tensor in a.model.state_dict.items():
+        torch.testing.assert_close(b.model.state_dict[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
     loss_one = [r["loss"] for r in read_metrics(one / "metrics.jsonl")]
     loss_two = [r["loss"] for r in read_metrics(two / "metrics.jsonl")]
     torch.testing.assert_close(torch.tensor(loss_two), torch.tensor(loss_one), rtol=1e-5, atol=1e-6)
@@ -65,7 +65,7 @@ def test_two_processes_keep_teacher_and_codebooks_identical(
     ]
     subprocess.run(command, env=env, check=True)
     for step in (2, 4):
-        ranks = load_checkpoint(tmp_path / "checkpoints" / f"step_{step}.pt")["ranks"]
+        ranks = TrainingCheckpoint.load(tmp_path / "checkpoints" / f"step_{step}.pt").ranks
         assert ranks[0]["checksum"] == ranks[1]["checksum"]
         assert ranks[0]["sampler"]["position"] == ranks[1]["sampler"]["position"] == step
 

@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default 0)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     model = parser.add_argument_group("layers of a model (instead of FEATURES)")
-    model.add_argument("--checkpoint", help="any checkpoint `sslspeech.interop.load_model` reads")
+    model.add_argument("--checkpoint", help="any checkpoint `sslspeech.models.load_model` reads")
     model.add_argument("--audio", type=Path, help="directory of <fileid>.wav (or flac/ogg/mp3)")
     model.add_argument("--layer", default="all", help="1-based layer, comma list, or 'all'")
     model.add_argument(

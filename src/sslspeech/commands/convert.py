@@ -49,7 +49,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Load SRC (format detected) and write it to OUT_DIR in the requested format."""
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     model: Any = load_model(args.src, **parse_overrides(args.overrides))
     if args.to == "native":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sslspeech.errors import ConfigError
     from sslspeech.training.config import check_paths, load_config
+    from sslspeech.training.distributed import resolve_environment
 
     overrides = list(args.overrides)
     for flag, key in OVERRIDE_FLAGS.items():
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
     check_paths(config)
-    worker = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    worker = resolve_environment("cpu").source == "torchrun"
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1; got {args.nproc}")
     if worker and (args.nproc > 1 or args.slurm or args.restart):
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train_here(config: Any) -> int:
     from sslspeech.launch.slurm import requeue_current_job
+    from sslspeech.training.distributed import resolve_environment
     from sslspeech.training.trainer import StopFlag, train
 
     stop = StopFlag().install((signal.SIGUSR1, signal.SIGTERM))
@@ -107,10 +108,11 @@ def _train_here(config: Any) -> int:
         summary = train(config, stop=stop)
     finally:
         stop.restore()
-    if os.environ.get("RANK", "0") == "0":
+    main_process = resolve_environment("cpu").is_main
+    if main_process:
         print(json.dumps(summary))
     if summary["status"] == "preempted" and stop.signum is not None:
-        if os.environ.get("RANK", "0") == "0":
+        if main_process:
             requeue_current_job()
         return 128 + stop.signum
     return 0

@@ -93,7 +93,7 @@ def abx_layers(
 
     `frequency` defaults to the model's frame rate (50 Hz for the HuBERT conv stack).
     """
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     items = item if isinstance(item, Items) else read_items(item)
     model: Any = load_model(checkpoint)

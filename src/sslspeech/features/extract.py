@@ -89,7 +89,7 @@ class Featurizer:
         self.model: Any = None
         self.normalize = False
         if spec.kind == "model":
-            from sslspeech.interop import load_model
+            from sslspeech.models import load_model
 
             assert spec.checkpoint is not None and spec.layer is not None
             self.model = load_model(spec.checkpoint).to(self.device).eval()

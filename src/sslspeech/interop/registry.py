@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sslspeech.errors import ConfigError
 from sslspeech.interop import hub
+from sslspeech.models.registry import model_class, model_spec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,13 +30,6 @@ __all__ = [
     "known_huberts",
     "spidr_base",
 ]
-
-_CLASS_NAMES = {
-    "hubert": "HuBERT",
-    "hubert_pretrain": "HuBERTPretrain",
-    "spidr": "SpidR",
-    "dinosr": "DinoSR",
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class KnownCheckpoint:
     @property
     def loader(self) -> str:
         """The call that loads a copy of the file downloaded by hand."""
-        return f"{_CLASS_NAMES[self.model_type]}.from_pretrained"
+        return f"{model_spec(self.model_type).class_name}.from_pretrained"
 
     def resolve(
         self,
@@ -89,8 +83,6 @@ class KnownCheckpoint:
         **overrides: Any,
     ) -> nn.Module:
         """The model, in eval mode; `overrides` are config fields."""
-        from sslspeech.interop import model_class
-
         path = self.resolve(cache_dir=cache_dir, offline=offline, quiet=quiet)
         cls: Any = model_class(self.model_type)
         model: nn.Module = cls.from_pretrained(path, **{**self.overrides, **overrides})
@@ -251,8 +243,6 @@ def _load_spidr(
 ) -> nn.Module:
     entry = SPIDR_CHECKPOINTS[name]
     if src is not None:
-        from sslspeech.interop import model_class
-
         cls: Any = model_class(entry.model_type)
         model: nn.Module = cls.from_pretrained(src, **overrides)
         return model

@@ -238,9 +238,8 @@ class SpidRNativeReader:
                 origin,
             )
             config = config_from_spidr(infer_config(state), origin)
-            return LoadedCheckpoint(
-                "spidr", config, native_state_from_spidr(state, origin), WEIGHTS_ONLY
-            )
+            state = native_state_from_spidr(state, origin)
+            return LoadedCheckpoint("spidr", config, state, WEIGHTS_ONLY, also_fits=("dinosr",))
         run = raw["run"] if isinstance(raw.get("run"), dict) else {}
         model_raw = raw["model"] if isinstance(raw.get("model"), dict) else raw
         model_type = run.get("model_type") or (
@@ -254,8 +253,8 @@ class SpidRNativeReader:
         )
 
 
-#: `LoadedCheckpoint.format` of a SpidR-layout checkpoint read without config.json: SpidR and
-#: DinoSR both accept it (the layouts are identical).
+#: `LoadedCheckpoint.format` of a SpidR-layout checkpoint read without config.json (it also
+#: fits DinoSR: the layouts are identical).
 WEIGHTS_ONLY = "spidr (weights only)"
 
 

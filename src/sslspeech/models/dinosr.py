@@ -9,7 +9,6 @@ distributed). The training loop calls `m.update_teacher(step)` after each optimi
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -210,18 +209,6 @@ class DinoSR(EncoderModel):
         super().train(mode)
         self.teacher.eval()
         return self
-
-    @classmethod
-    def adapt_checkpoint(cls, loaded: Any) -> Any:
-        """A SpidR-layout checkpoint without config.json may hold either model (same layout):
-        accepted by both classes."""
-        from sslspeech.interop.spidr import WEIGHTS_ONLY
-
-        if loaded.format != WEIGHTS_ONLY or loaded.model_type not in ("spidr", "dinosr"):
-            return super().adapt_checkpoint(loaded)
-        fields = {field.name for field in dataclasses.fields(cls.config_class)}
-        config = {key: value for key, value in loaded.config.items() if key in fields}
-        return dataclasses.replace(loaded, model_type=cls.model_type, config=config)
 
     # ----------------------------------------------------------------------------- teacher
 

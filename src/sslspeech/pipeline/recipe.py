@@ -96,7 +96,7 @@ class StartConfig:
     """Start from an existing checkpoint: its layer's units are the first iteration's targets."""
 
     checkpoint: Path | None = None
-    """Any checkpoint `sslspeech.interop.load_model` reads."""
+    """Any checkpoint `sslspeech.models.load_model` reads."""
     layer: int | None = None
     """Layer (1-based) whose features are clustered; none: the best layer by ABX."""
 

@@ -239,7 +239,7 @@ def score_abx_layers(context: StageContext) -> Results:
     """ABX of every layer (or the listed ones) of a checkpoint; the best layer is the lowest."""
     from sslspeech.evaluation import abx, read_items
     from sslspeech.evaluation.layers import layer_features, model_frame_rate
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     params = context.params
     checkpoint = checkpoint_of(context.inputs["checkpoint"])

@@ -9,13 +9,15 @@ Field docstrings give the fairseq name where one exists.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sslspeech.errors import ConfigError
+from sslspeech.errors import ConfigError, UnknownModelTypeError
+from sslspeech.interop.hub import is_remote
+from sslspeech.models.registry import TRAINABLE_TYPES as MODEL_TYPES
+from sslspeech.models.registry import model_spec
 from sslspeech.utils.tomlconfig import (
     Lines,
     Place,
@@ -29,13 +31,6 @@ from sslspeech.utils.tomlconfig import (
     split_override,
     suggest,
 )
-
-MODEL_TYPES = ("hubert_pretrain", "spidr", "dinosr")
-_MODEL_CONFIG_CLASSES = {
-    "hubert_pretrain": ("sslspeech.models.configs", "HuBERTPretrainConfig"),
-    "spidr": ("sslspeech.models.spidr", "SpidRConfig"),
-    "dinosr": ("sslspeech.models.dinosr", "DinoSRConfig"),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +50,13 @@ class RunConfig:
     """"inline": validate in the loop; "job": a separate job per checkpoint (SLURM launcher);
     "none": only `sslspeech validate` afterwards."""
     init_from: str | None = None
-    """Checkpoint whose model weights start a new run (a rerun resumes from last.pt instead)."""
+    """Checkpoint that starts a new run (continued pretraining): a file, directory, HF id or
+    URL, any format `from_pretrained` reads. The architecture and the encoder weights come from
+    it; parts it lacks or that change shape start fresh (`sslspeech.training.init`). A rerun
+    resumes from last.pt instead."""
+    init_labels_from: str | None = None
+    """HuBERT: k-means centroids (`sslspeech kmeans` safetensors) that initialize the label
+    embeddings through the final projection (`sslspeech.training.init.label_embeddings`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """"auto": CUDA when available, else CPU."""
     compile: bool = False
@@ -159,14 +160,20 @@ class ModelConfig:
     """Which model to train; every other key of `[model]` is a field of that model's config
     (see `sslspeech.models.configs`), defaults are the model's (base size)."""
 
-    type: Literal["hubert_pretrain", "spidr", "dinosr"]
-    """Model family: "hubert_pretrain", "spidr" or "dinosr"."""
+    type: str
+    """Model family: a trainable type of `sslspeech.models.registry` ("hubert_pretrain",
+    "spidr", "dinosr")."""
     options: dict[str, Any] = field(default_factory=dict)
     """Fields of the model config, checked by that config class."""
 
-    def build(self) -> Any:
-        """The model's own config object (e.g. `SpidRConfig`)."""
-        return model_config_class(self.type)(**self.options)
+    def build(self, base: Mapping[str, Any] | None = None) -> Any:
+        """The model's own config object (e.g. `SpidRConfig`): the fields of `base` it has
+        (e.g. a checkpoint's config), then `options`."""
+        cls: Any = model_config_class(self.type)
+        if base is None:
+            return cls(**self.options)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({**{k: v for k, v in base.items() if k in names}, **self.options})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,10 +310,11 @@ class TrainConfig:
             "normalize_input": ("data.normalize", self.data.normalize),
         }
 
-    def model_config(self) -> Any:
-        """The model's config object; its mask and `normalize_input` fields (when it has them)
-        come from `[masking]` and `data.normalize`."""
-        config = self.model.build()
+    def model_config(self, base: Mapping[str, Any] | None = None) -> Any:
+        """The model's config object (`base`: fields to start from, see `ModelConfig.build`);
+        its mask and `normalize_input` fields (when it has them) come from `[masking]` and
+        `data.normalize`."""
+        config = self.model.build(base)
         synced = {
             name: value
             for name, (_, value) in self._model_fields_from_sections().items()
@@ -352,13 +360,10 @@ SECTIONS: dict[str, type] = {
 def model_config_class(model_type: str) -> type:
     """The config dataclass of a model type (e.g. `sslspeech.models.spidr.SpidRConfig`)."""
     try:
-        module, name = _MODEL_CONFIG_CLASSES[model_type]
-    except KeyError:
-        raise ConfigError(
-            f"model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"
-            + suggest(model_type, MODEL_TYPES)
-        ) from None
-    return getattr(importlib.import_module(module), name)
+        config_class: type = model_spec(model_type, trainable=True).config_class
+    except UnknownModelTypeError as error:
+        raise UnknownModelTypeError(f"model.type: {error}") from None
+    return config_class
 
 
 # ----------------------------------------------------------------------------- loading
@@ -567,10 +572,13 @@ def check_paths(config: TrainConfig) -> None:
     for key, value in (
         ("data.manifest", config.data.manifest),
         ("data.val_manifest", config.data.val_manifest),
-        ("run.init_from", config.run.init_from),
+        ("run.init_labels_from", config.run.init_labels_from),
     ):
         if value is not None and not Path(value).is_file():
             problems.append(f"{key}: no such file {value!r}")
+    init = config.run.init_from
+    if init is not None and not Path(init).exists() and not is_remote(init):
+        problems.append(f"run.init_from: no such file or directory {init!r}")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix the path or pass --manifest/--val-manifest)")
 

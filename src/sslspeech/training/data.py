@@ -13,6 +13,7 @@ from sslspeech.data.dataset import AudioDataset
 from sslspeech.data.manifest import read_manifest
 from sslspeech.data.sampler import BucketBatchSampler
 from sslspeech.errors import DataError
+from sslspeech.models.registry import model_spec
 from sslspeech.training.config import TrainConfig
 from sslspeech.training.distributed import DistributedEnvironment
 
@@ -63,7 +64,7 @@ def build_split(
     entries = read_manifest(manifest)
     labels: str | None = None
     label_rate = 50.0
-    if config.model.type == "hubert_pretrain":
+    if model_spec(config.model.type).labels:
         if not entries.has_units:
             raise DataError(
                 f"{manifest}: HuBERT needs frame labels, but the manifest has no units column; "

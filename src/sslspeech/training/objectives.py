@@ -7,10 +7,14 @@ normalization, so one step on N ranks equals one step on one rank with N accumul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor, nn
+
+from sslspeech.errors import ConfigError
+from sslspeech.models.registry import model_spec
 
 
 @dataclass
@@ -93,8 +97,20 @@ class SelfDistillation:
             model.freeze_extractor()  # type: ignore[operator]
 
 
+OBJECTIVES: dict[str, Callable[[nn.Module], Objective]] = {
+    "masked_prediction": MaskedPrediction,
+    "self_distillation": SelfDistillation,
+}
+"""Objective key (a `ModelSpec.objective` of `sslspeech.models.registry`) -> its class."""
+
+
 def build_objective(model_type: str, model: nn.Module) -> Objective:
-    """The objective that trains `model_type`."""
-    if model_type == "hubert_pretrain":
-        return MaskedPrediction(model)
-    return SelfDistillation(model)
+    """The objective the model registry names for `model_type` (an error for a type without)."""
+    key = model_spec(model_type, trainable=True).objective
+    objective = OBJECTIVES.get(key or "")
+    if objective is None:
+        raise ConfigError(
+            f"model type {model_type!r} names the objective {key!r}, which "
+            f"sslspeech.training.objectives.OBJECTIVES lacks (it has {sorted(OBJECTIVES)})"
+        )
+    return objective(model)

@@ -31,7 +31,9 @@ from torch import nn
 
 from sslspeech.data.audio import SAMPLE_RATE
 from sslspeech.errors import CheckpointError
+from sslspeech.interop import LoadedCheckpoint
 from sslspeech.models.pretrained import Pretrained
+from sslspeech.models.registry import model_class
 from sslspeech.training import checkpoint as ckpt
 from sslspeech.training.config import TrainConfig, save_config
 from sslspeech.training.data import Split, build_split, to_device
@@ -43,10 +45,12 @@ from sslspeech.training.distributed import (
     init_process_group,
     resolve_environment,
 )
+from sslspeech.training.init import check_architecture, init_model, label_embeddings
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
 from sslspeech.training.optim import build_optimizer, build_scaler, build_scheduler, clip_gradients
 from sslspeech.training.parallelize import autocast, no_sync, parallelize
+from sslspeech.units.kmeans import KMeans
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +100,25 @@ class StopFlag:
         self.previous.clear()
 
 
-def build_model(config: TrainConfig) -> Pretrained:
-    """A fresh model of `config.model` (initial weights from `run.init_from` when set)."""
-    from sslspeech import models
-
-    classes = {"hubert_pretrain": "HuBERTPretrain", "spidr": "SpidR", "dinosr": "DinoSR"}
-    model: Pretrained = getattr(models, classes[config.model.type])(config.model_config())
-    if config.run.init_from:
-        from sslspeech.interop import load_model
-
-        source = load_model(config.run.init_from)
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"run.init_from {config.run.init_from} does not fit a {config.model.type} model: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        log.info("initialized the model from %s", config.run.init_from)
+def build_model(config: TrainConfig, resumed: ckpt.TrainingCheckpoint | None = None) -> Pretrained:
+    """A fresh model of `config.model`, or a continued run's from `run.init_from` (and
+    `run.init_labels_from`); when `resumed`, the model its checkpoint will fill (the sources of
+    a continued run are not read again)."""
+    cls = model_class(config.model.type)
+    if resumed is not None:
+        base = resumed.model.config if config.run.init_from else None
+        if base is not None:
+            check_architecture(config.model.options, base, config.run.init_from or "")
+        return cls(config.model_config(base))
+    if not config.run.init_from:
+        model = cls(config.model_config())
+    else:
+        model, report = init_model(config, config.run.init_from)
+        log.info("%s", report.table())
+    if config.run.init_labels_from:
+        centroids = KMeans.load(config.run.init_labels_from).centroids
+        label_embeddings(model, centroids, config.run.init_labels_from)
+        log.info("label embeddings: projected centroids of %s", config.run.init_labels_from)
     return model
 
 
@@ -145,7 +151,15 @@ class Trainer:
         self.stop = stop or StopFlag()
         self.on_checkpoint = on_checkpoint
         seed_everything(config.run.seed + env.rank)
-        self.model = build_model(config).to(env.device).train()
+        self.checkpoints = ckpt.CheckpointDir(
+            self.workdir / "checkpoints",
+            save_every=config.checkpoint.save_every,
+            keep_last=config.checkpoint.keep_last,
+            keep_every=config.checkpoint.keep_every,
+        )
+        resume_path = self.checkpoints.latest()
+        resumed = ckpt.TrainingCheckpoint.load(resume_path) if resume_path is not None else None
+        self.model = build_model(config, resumed).to(env.device).train()
         self.objective = build_objective(config.model.type, self.model)
         self.optimizer = build_optimizer(self.model, config.optim, env.device)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, config.run.max_steps)
@@ -161,16 +175,11 @@ class Trainer:
             self.val_data = build_split(
                 config, self.model, env, config.data.val_manifest, train=False
             )
-        self.checkpoints = ckpt.CheckpointDir(
-            self.workdir / "checkpoints",
-            save_every=config.checkpoint.save_every,
-            keep_last=config.checkpoint.keep_last,
-            keep_every=config.checkpoint.keep_every,
-        )
         self.cpu_group = cpu_group()
         self.state = TrainState()
         self.saved_step = -1
-        self.resume()
+        if resume_path is not None and resumed is not None:
+            self.resume(resume_path, resumed)
         self.objective.resume(self.model, self.state.step)
         self.compiled = False
         self.module = self.parallelize()
@@ -378,46 +387,42 @@ class Trainer:
         self.saved_step = self.state.step
         if not self.env.is_main:
             return None
-        model_config: dict[str, Any] = self.model.config.to_dict()
-        state = {
-            "format": ckpt.FORMAT,
-            "version": 1,
-            "model_type": self.config.model.type,
-            "model_config": {"model_type": self.config.model.type, **model_config},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.state.step,
-            "epoch": self.state.epoch,
-            "world_size": self.env.world_size,
-            "ranks": ranks,
-            "config": self.config.to_dict(),
-        }
-        path = self.checkpoints.save(state, self.state.step)
+        checkpoint = ckpt.TrainingCheckpoint(
+            model=LoadedCheckpoint(
+                self.config.model.type,
+                self.model.config.to_dict(),
+                self.model.state_dict(),
+                "training",
+            ),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.state.step,
+            epoch=self.state.epoch,
+            world_size=self.env.world_size,
+            ranks=ranks,
+            config=self.config.to_dict(),
+        )
+        path = self.checkpoints.save(checkpoint)
         if self.on_checkpoint is not None:
             self.on_checkpoint(path, self.state.step)
         return path
 
-    def resume(self) -> None:
-        """Continue from the run's newest checkpoint, exactly, when there is one."""
-        path = self.checkpoints.latest()
-        if path is None:
-            return
-        state = ckpt.load_checkpoint(path)
-        if state["model_type"] != self.config.model.type:
+    def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
+        """Continue exactly from `saved`, the run's newest checkpoint (read from `path`)."""
+        if saved.model.model_type != self.config.model.type:
             raise CheckpointError(
-                f"{path} holds a {state['model_type']} run but the config trains "
+                f"{path} holds a {saved.model.model_type} run but the config trains "
                 f"{self.config.model.type}; use another run.workdir or --restart"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.state = TrainState(step=int(state["step"]), epoch=int(state["epoch"]))
+        self.model.load_state_dict(saved.model.state_dict)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        self.scaler.load_state_dict(saved.scaler)
+        self.state = TrainState(step=saved.step, epoch=saved.epoch)
         self.saved_step = self.state.step
-        if state["world_size"] == self.env.world_size:
-            mine = state["ranks"][self.env.rank]
+        if saved.world_size == self.env.world_size:
+            mine = saved.ranks[self.env.rank]
             self.train_data.sampler.load_state_dict(mine["sampler"])
             self.state.position = int(mine["sampler"]["position"])
             ckpt.restore_rng(mine["rng"])
@@ -426,7 +431,7 @@ class Trainer:
                 "%s was saved by %d processes, this run has %d: data restarts at epoch %d and "
                 "random generators are reseeded (the run continues, not bit-exactly)",
                 path,
-                state["world_size"],
+                saved.world_size,
                 self.env.world_size,
                 self.state.epoch + 1,
             )

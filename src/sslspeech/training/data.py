@@ -63,6 +63,7 @@ def build_split(
     entries = read_manifest(manifest)
     labels: str | None = None
     label_rate = 50.0
+    num_classes: int | None = None
     if config.model.type == "hubert_pretrain":
         if not entries.has_units:
             raise DataError(
@@ -73,6 +74,7 @@ def build_split(
         model_config: Any = model.config
         rate = model_config.label_rate
         label_rate = float(rate) if rate is not None else 16000 / model_config.samples_per_frame
+        num_classes = model_config.num_classes
     dataset = AudioDataset(
         entries,
         labels=labels,
@@ -99,6 +101,7 @@ def build_split(
         mask_length=masking.mask_length,
         min_masks=masking.min_masks,
         require_same_masks=masking.require_same_masks,
+        num_classes=num_classes,
         seed=config.run.seed,
     )
     return Split(

@@ -110,6 +110,7 @@ class OnlineCodebooks(nn.Module):
         """
         if self.pending is None:
             return
+        # The collective the model runs itself: one all-reduce per optimizer step (module doc).
         packed = all_reduce_sum(self.pending)
         self.pending = None
         memory, count = packed[..., :-1], packed[..., -1]

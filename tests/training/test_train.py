@@ -131,7 +131,8 @@ def _train_command(workdir: Path, manifest: Path, *extra: str) -> list[str]:
 
 
 def _environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # as one_thread
+    sources = f"{REPO / 'src'}{os.pathsep}{REPO}"  # this checkout, not an installed copy
+    return {**os.environ, "PYTHONPATH": sources, "OMP_NUM_THREADS": "1"}  # as one_thread
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:

@@ -219,9 +219,10 @@ class HuBERTPretrainConfig(HuBERTConfig):
     sample_rate: int = 16000
     """Waveform sample rate (fairseq `task.sample_rate`)."""
     mask_prob: float = 0.8
-    """Share of frames starting a masked span in training (fairseq `mask_prob`)."""
+    """Share of frames starting a masked span in training (fairseq `mask_prob`): a record of
+    the recipe's masking (the data side draws the masks; the model never reads it)."""
     mask_length: int = 10
-    """Length of each masked span in frames (fairseq `mask_length`)."""
+    """Length of each masked span in frames (fairseq `mask_length`; a record, as `mask_prob`)."""
     feature_grad_mult: float = 0.1
     """Gradient scale of the conv extractor (fairseq `feature_grad_mult`); forward unaffected."""
     feature_penalty_weight: float = 10.0

@@ -439,13 +439,19 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
 
     def forward(
-        self, x: Tensor, lengths: Tensor | None = None, num_layers: int | None = None
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        num_layers: int | None = None,
+        *,
+        padded: bool | None = None,
     ) -> TransformerOutput:
         """[batch, frame, feature] (+ valid frames [batch]) -> TransformerOutput.
 
         Padding frames are zeroed first and masked as attention keys. `num_layers` stops after
         that many layers (1-based, no final norm unless all layers run). In training, layer drop
-        skips a layer's update of `x`; its outputs are still listed (as SpidR does).
+        skips a layer's update of `x`; its outputs are still listed (as SpidR does). `padded`:
+        whether any row is shorter than x (None: read from `lengths`, a host sync).
         """
         total = len(self.layers)
         if num_layers is None:
@@ -455,7 +461,7 @@ class Transformer(nn.Module):
         attn_mask = None
         if lengths is not None:
             pad = padding_mask(lengths, x.shape[1])
-            if bool(pad.any()):
+            if bool(pad.any()) if padded is None else padded:
                 if self.zero_padding:
                     x = x.masked_fill(pad.unsqueeze(-1), 0.0)
                 attn_mask = (~pad)[:, None, None, :]

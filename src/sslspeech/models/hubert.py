@@ -12,7 +12,14 @@ from torch import Tensor, nn
 
 from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
-from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput, padding_mask
+from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput
+from sslspeech.models.masked import (
+    MaskedFrames,
+    bool_mask,
+    check_masked_frames,
+    masked_frames,
+    select_rows,
+)
 from sslspeech.models.pretrained import Pretrained
 
 
@@ -72,12 +79,23 @@ class PretrainOutput(NamedTuple):
     encoder: EncoderOutput
     """Encoder outputs of the masked input."""
     mask: Tensor
-    """[batch, frame] bool mask used (trimmed to the frames in use)."""
+    """[batch, frame] bool mask used (trimmed to the frames in use, padding never masked)."""
+
+
+class PretrainLoss(NamedTuple):
+    """One batch's masked-prediction loss as a sum: the caller reduces (total / num_frames)."""
+
+    total: Tensor
+    """Scalar: the weighted cross-entropy sums (+ feature penalty) over the counted frames."""
+    num_frames: int
+    """Frames the sum covers: masked (+ unmasked when `pred_nomask_weight` > 0)."""
+    stats: dict[str, Tensor]
+    """Detached per-frame means `loss_m`, `loss_u`, accuracies `acc_m`, `acc_u`, `features_pen`."""
 
 
 class HuBERTPretrain(HuBERT):
     """HuBERT with mask embedding, final projection and label embeddings:
-    `loss, stats = m(waveforms, labels, mask=mask, lengths=lengths)`."""
+    `total, num_frames, stats = m(waveforms, labels, mask=mask, lengths=lengths)`."""
 
     model_type = "hubert_pretrain"
     config_class = HuBERTPretrainConfig
@@ -100,15 +118,15 @@ class HuBERTPretrain(HuBERT):
         self,
         waveforms: Tensor,
         labels: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | MaskedFrames | None = None,
         lengths: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Masked-prediction loss (scalar) and detached stats.
+    ) -> PretrainLoss:
+        """Summed masked-prediction loss, the frames it covers and detached stats.
 
-        loss = (w_m * CE_masked_sum + w_u * CE_unmasked_sum + w_pen * features_pen * n) / n with
-        n = n_masked (+ n_unmasked when `pred_nomask_weight` > 0), as fairseq's HubertCriterion.
-        `labels` are cluster ids 0..K-1 at the config's label rate; `mask` [batch, frame] bool
-        (None: drawn with `sslspeech.data.masking.compute_mask` from the config).
+        total = w_m * CE_masked_sum + w_u * CE_unmasked_sum + w_pen * features_pen * count, with
+        count = n_masked (+ n_unmasked when `pred_nomask_weight` > 0): fairseq HubertCriterion's
+        loss and sample_size (its loss per frame is total / count). `labels`, `mask`: see
+        `compute_logits`.
         """
         out = self.compute_logits(waveforms, labels, mask, lengths)
         cfg = self.config
@@ -117,62 +135,68 @@ class HuBERTPretrain(HuBERT):
         loss_m = F.cross_entropy(out.logit_m.float(), zeros_m, reduction="sum")
         loss_u = F.cross_entropy(out.logit_u.float(), zeros_u, reduction="sum")
         n_masked, n_unmasked = out.logit_m.shape[0], out.logit_u.shape[0]
-        loss = out.features_pen.new_zeros(())
-        sample_size = 0
+        total = out.features_pen.new_zeros(())
+        count = 0
         if cfg.pred_masked_weight > 0:
-            loss = loss + cfg.pred_masked_weight * loss_m
-            sample_size += n_masked
+            total = total + cfg.pred_masked_weight * loss_m
+            count += n_masked
         if cfg.pred_nomask_weight > 0:
-            loss = loss + cfg.pred_nomask_weight * loss_u
-            sample_size += n_unmasked
+            total = total + cfg.pred_nomask_weight * loss_u
+            count += n_unmasked
         if cfg.feature_penalty_weight != 0:
-            loss = loss + cfg.feature_penalty_weight * out.features_pen * sample_size
-        loss = loss / max(sample_size, 1)
+            total = total + cfg.feature_penalty_weight * out.features_pen * count
         stats = {
             "loss_m": loss_m.detach() / max(n_masked, 1),
             "loss_u": loss_u.detach() / max(n_unmasked, 1),
             "acc_m": _accuracy(out.logit_m),
             "acc_u": _accuracy(out.logit_u),
             "features_pen": out.features_pen.detach(),
-            "n_masked": torch.tensor(n_masked),
-            "n_unmasked": torch.tensor(n_unmasked),
         }
-        return loss, stats
+        return PretrainLoss(total, count, stats)
 
     def compute_logits(
         self,
         waveforms: Tensor,
         labels: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | MaskedFrames | None = None,
         lengths: Tensor | None = None,
     ) -> PretrainOutput:
         """Logits of masked and unmasked valid frames (fairseq `logit_m_list[0]` /
-        `logit_u_list[0]`, torchaudio `logit_m` / `logit_u`)."""
+        `logit_u_list[0]`, torchaudio `logit_m` / `logit_u`).
+
+        `labels` are cluster ids 0..K-1 at the config's label rate. `mask`: [batch, frame] bool
+        (True = masked; lengths and labels are checked here, with host syncs) or the collator's
+        `MaskedFrames` (checked by the data side: no host sync); None: nothing is masked, in
+        eval mode only (masks are drawn by the data side, `sslspeech.data.masking`).
+        """
         cfg = self.config
-        features, _ = self.encoder.extract(waveforms, lengths)
+        listed = isinstance(mask, MaskedFrames)
+        if listed:
+            features, _ = self.encoder.feature_extractor(waveforms)
+        else:
+            features, _ = self.encoder.extract(waveforms, lengths)
+            _check_labels(labels, cfg.num_classes)
         if self.training and cfg.feature_grad_mult != 1.0:
             if cfg.feature_grad_mult > 0:
                 features = _GradMultiply.apply(features, cfg.feature_grad_mult)
             else:
                 features = features.detach()
         features, labels = self.align_labels(features, labels)
-        num_frames = features.shape[1]
+        batch, num_frames = features.shape[:2]
         features_pen = features.float().pow(2).mean()
         frame_lengths = None
         if lengths is not None:
             frame_lengths = self.encoder.feature_extractor.frame_lengths(
                 lengths, waveforms.shape[1], num_frames
             ).clamp(max=num_frames)
-        mask = self._frame_mask(mask, features.shape[0], num_frames, frame_lengths)
+        frames = self._masked_frames(mask, batch, num_frames, frame_lengths)
         x = self.encoder.feature_projection(features)
-        x = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        encoded = self.encoder.transformer(x, frame_lengths)
-        valid = torch.ones_like(mask)
-        if frame_lengths is not None:
-            valid = ~padding_mask(frame_lengths, num_frames)
-        targets = labels + cfg.num_special_labels
-        logit_m = self._logits(encoded.output[mask & valid], targets[mask & valid])
-        logit_u = self._logits(encoded.output[~mask & valid], targets[~mask & valid])
+        x = torch.where(frames.mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+        encoded = self.encoder.transformer(x, frame_lengths, padded=frames.padded)
+        output = encoded.output.flatten(0, 1)
+        targets = (labels + cfg.num_special_labels).flatten()
+        logit_m = self._logits(select_rows(output, frames.masked), targets[frames.masked])
+        logit_u = self._logits(select_rows(output, frames.unmasked), targets[frames.unmasked])
         enc = EncoderOutput(
             encoded.output,
             encoded.layer_outputs,
@@ -181,7 +205,7 @@ class HuBERTPretrain(HuBERT):
             frame_lengths,
             features,
         )
-        return PretrainOutput(logit_m, logit_u, features_pen, enc, mask)
+        return PretrainOutput(logit_m, logit_u, features_pen, enc, frames.mask)
 
     def align_labels(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """fairseq `forward_targets`: with r = label_rate * samples_per_frame / sample_rate, trim
@@ -193,8 +217,6 @@ class HuBERTPretrain(HuBERT):
                 f"labels must be (batch, time) with batch {features.shape[0]}; got "
                 f"{tuple(labels.shape)}"
             )
-        if bool(((labels < 0) | (labels >= cfg.num_classes)).any()):
-            raise DataError(f"labels must be cluster ids in [0, {cfg.num_classes})")
         num_frames = features.shape[1]
         if cfg.label_rate is None:
             if labels.shape[1] != num_frames:
@@ -210,28 +232,28 @@ class HuBERTPretrain(HuBERT):
         index = (torch.arange(num_frames, device=labels.device).float() * ratio).long()
         return features, labels[:, index]
 
-    def _frame_mask(
-        self, mask: Tensor | None, batch: int, num_frames: int, frame_lengths: Tensor | None
-    ) -> Tensor:
+    def _masked_frames(
+        self,
+        mask: Tensor | MaskedFrames | None,
+        batch: int,
+        num_frames: int,
+        frame_lengths: Tensor | None,
+    ) -> MaskedFrames:
+        """The mask to apply with its frames listed."""
+        if isinstance(mask, MaskedFrames):
+            if mask.mask.shape[1] <= num_frames:
+                check_masked_frames(mask, batch, num_frames)
+                return mask
+            mask = mask.mask  # labels ran short of the frames (fairseq's trim): listed again
         if mask is None:
-            if not self.training:
-                raise DataError("pass mask=(batch, frame) bool in eval mode")
-            from sslspeech.data.masking import compute_mask
-
-            mask = compute_mask(  # fairseq HubertModel.apply_mask uses min_masks=2
-                (batch, num_frames),
-                self.config.mask_prob,
-                self.config.mask_length,
-                min_masks=2,
-                lengths=frame_lengths,
-                device=self.mask_embedding.device,
-            )
-        mask = torch.as_tensor(mask, device=self.mask_embedding.device).bool()
-        if mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < num_frames:
-            raise DataError(
-                f"mask must be (batch={batch}, frames>={num_frames}) bool; got {tuple(mask.shape)}"
-            )
-        return mask[:, :num_frames]
+            if self.training:
+                raise DataError(
+                    "HuBERTPretrain in train mode needs mask=(batch, frame) bool: masks are "
+                    "drawn by the data side (sslspeech.data.masking.compute_mask, the collator)"
+                )
+            mask = torch.zeros(batch, num_frames, dtype=torch.bool)
+        device = self.mask_embedding.device
+        return masked_frames(bool_mask(mask, batch, num_frames, device), frame_lengths)
 
     def _logits(self, x: Tensor, targets: Tensor) -> Tensor:
         """Cosine similarity / logit_temp of final_proj(x) with the positive row (column 0) and
@@ -247,6 +269,14 @@ class HuBERTPretrain(HuBERT):
         same = (embeddings.unsqueeze(1) == embeddings.unsqueeze(0)).all(-1)
         negatives = sims.masked_fill(same[targets], float("-inf"))
         return torch.cat([positive, negatives], dim=1).to(proj.dtype)
+
+
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    """Labels are cluster ids in [0, num_classes) (a host sync; the trainer's collator checks
+    them on the CPU instead)."""
+    labels = torch.as_tensor(labels)
+    if bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise DataError(f"labels must be cluster ids in [0, {num_classes})")
 
 
 def _accuracy(logits: Tensor) -> Tensor:

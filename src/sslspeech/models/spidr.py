@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from sslspeech.errors import ConfigError
-from sslspeech.models.dinosr import DinoSR, DinoSRConfig, select_rows
+from sslspeech.models.dinosr import DinoSR, DinoSRConfig
 from sslspeech.models.ema import spidr_ema_decay
 from sslspeech.models.encoder import TransformerOutput
+from sslspeech.models.masked import select_rows
 
 
 @dataclass(frozen=True, kw_only=True)

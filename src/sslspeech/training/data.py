@@ -64,6 +64,7 @@ def build_split(
     entries = read_manifest(manifest)
     labels: str | None = None
     label_rate = 50.0
+    num_classes: int | None = None
     if model_spec(config.model.type).labels:
         if not entries.has_units:
             raise DataError(
@@ -74,6 +75,7 @@ def build_split(
         model_config: Any = model.config
         rate = model_config.label_rate
         label_rate = float(rate) if rate is not None else 16000 / model_config.samples_per_frame
+        num_classes = model_config.num_classes
     dataset = AudioDataset(
         entries,
         labels=labels,
@@ -100,6 +102,7 @@ def build_split(
         mask_length=masking.mask_length,
         min_masks=masking.min_masks,
         require_same_masks=masking.require_same_masks,
+        num_classes=num_classes,
         seed=config.run.seed,
     )
     return Split(

@@ -1,0 +1,50 @@
+"""Host-device synchronizations of the training forward + backward: at most one per micro-batch
+for HuBERT, DinoSR and SpidR on padded and unpadded batches of the tiny configs, counted by
+`SyncCounter` (scalar reads, nonzero, boolean-mask indexing, masked_select, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sslspeech.training.config import load_config
+from sslspeech.training.data import to_device
+from sslspeech.training.distributed import resolve_environment
+from sslspeech.training.trainer import Trainer
+from tests.training.conftest import CONFIGS
+from tests.training.syncs import SyncCounter
+
+MAX_SYNCS_PER_MICRO_BATCH = 1
+
+
+@pytest.mark.parametrize("name", ["hubert", "dinosr", "spidr"])
+def test_training_forward_and_backward_barely_sync(
+    tmp_path: Path, tone_manifest: Path, name: str
+) -> None:
+    """Four micro-batches (the config's batch settings: padded ones included) each sync at most
+    once; the same model called with a plain bool mask (the checked public path) does sync,
+    so the counter sees what it should."""
+    overrides = [
+        f"run.workdir={tmp_path}",
+        f"data.manifest={tone_manifest}",
+        "run.validate_every=0",
+        "logging.progress=false",
+    ]
+    trainer = Trainer(
+        load_config(CONFIGS / f"tiny_{name}.toml", overrides), resolve_environment("cpu", {})
+    )
+    batches = trainer.batches()
+    padded = []
+    for _ in range(4):
+        batch = to_device(next(batches), trainer.env.device)
+        padded.append(batch["padded"])
+        with SyncCounter() as counter:
+            loss = trainer.objective(trainer.module, batch)
+            loss.total.backward()
+        assert counter.total <= MAX_SYNCS_PER_MICRO_BATCH, dict(counter.ops)
+    assert any(padded)
+    args = [batch["waveforms"]] + ([batch["labels"].clamp(min=0)] if name == "hubert" else [])
+    with SyncCounter() as counter:
+        trainer.module(*args, mask=batch["mask"], lengths=batch["lengths"])
+    assert counter.total > MAX_SYNCS_PER_MICRO_BATCH

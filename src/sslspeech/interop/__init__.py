@@ -39,7 +39,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sslspeech.errors import CheckpointError
+from sslspeech.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -200,8 +200,22 @@ def load_checkpoint(src: str | os.PathLike[str], **overrides: Any) -> LoadedChec
     reader = detect(source)
     loaded = reader.read(source, overrides)
     loaded.config = {**loaded.config, **overrides}
+    _check_config(loaded, source.path)
     log.debug("read %s as %s (%s)", source.path, reader.name, loaded.model_type)
     return loaded
+
+
+def _check_config(loaded: LoadedCheckpoint, origin: Path) -> None:
+    """Validate the config (naming the file) and its size against the weights, before any
+    model is built: a hostile config.json must not allocate gigabytes."""
+    from sslspeech.models.configs import check_weights_fit
+
+    cls: Any = model_class(loaded.model_type)
+    try:
+        config = cls.config_class.from_dict(loaded.config)
+    except ConfigError as error:
+        raise ConfigError(f"{origin}: {error}") from None
+    check_weights_fit(config, loaded.state_dict, str(origin))
 
 
 def model_class(model_type: str) -> type[nn.Module]:

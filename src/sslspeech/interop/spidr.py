@@ -119,7 +119,7 @@ def config_from_spidr(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 def stack_heads_and_codebooks(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
     """Pop `heads.{i}.0.*` and `codebooks.{i}.{codebook,counts}` and return our stacked
     `heads.weight/bias` and `codebooks.sums/counts`."""
-    count = layer_indices(state, r"codebooks\.(\d+)\.")
+    count = layer_indices(state, r"codebooks\.(\d+)\.", origin)
     if count == 0:
         raise CheckpointError(f"{origin}: no codebooks ('codebooks.0.codebook') in the state dict")
     names = {

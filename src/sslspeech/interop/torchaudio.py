@@ -76,7 +76,7 @@ def infer_config(
         "ffn_dim": int(
             state["encoder.transformer.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
         ),
-        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\."),
+        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\.", origin),
         "num_heads": _KNOWN_HEADS.get(embed_dim, 1),
         "layer_norm_first": layer_norm_mode,
         "pos_conv_kernel": int(pos_weight.shape[2]),

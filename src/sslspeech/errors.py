@@ -23,3 +23,7 @@ class DataError(SSLSpeechError):
 
 class DownloadError(SSLSpeechError):
     """A remote file could not be fetched (offline, bad URL, HTTP error)."""
+
+
+class DiskFullError(SSLSpeechError):
+    """A write failed for lack of space; the message names the directory and the size needed."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sslspeech.errors import CheckpointError
-from sslspeech.utils.fileio import atomic_open, atomic_path
+from sslspeech.utils.fileio import atomic_open, atomic_path, nested_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """torch.save to a temporary file, then rename: readers never see half a checkpoint."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, expected_bytes=nested_nbytes(state)) as tmp:
         torch.save(dict(state), tmp)
 
 

@@ -155,10 +155,12 @@ def checked_path(path: str) -> str:
         ) from None
     file = Path(path)
     if not file.is_file():
-        link = f" (a symlink to {file.readlink()}, which does not exist)"
+        link = (
+            f" (a symlink to {file.readlink()}, which does not exist)" if file.is_symlink() else ""
+        )
         raise DataError(
-            f"{path}: no such audio file{link if file.is_symlink() else ''}; restore it or "
-            "rebuild the manifest with `sslspeech manifest`"
+            f"{path}: no such audio file{link}; restore it or rebuild the manifest with "
+            "`sslspeech manifest`"
         )
     return path
 

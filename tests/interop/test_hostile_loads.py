@@ -239,3 +239,36 @@ def test_layer_index_beyond_the_state_is_refused() -> None:
     state["layers.1000000000000.w"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match="names layer 1000000000000"):
         layer_indices(state, r"layers\.(\d+)\.")
+
+
+def test_fairseq_and_spidr_configs_are_checked_before_building(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """fairseq cfg and spidr config.json values get the same checks, naming the file: a NaN
+    dropout, a million layers, a huge codebook."""
+    from sslspeech.interop import load_model
+    from sslspeech.interop.safe_pickle import load
+
+    payload = load(fixtures_dir / "hubert" / "fairseq_base_like" / "checkpoint.pt")
+    payload.pop("task_state")  # its Dictionary is not re-savable; the encoder alone will do
+    heads = ("label_embs_concat", "final_proj.")
+    payload["model"] = {k: v for k, v in payload["model"].items() if not k.startswith(heads)}
+    for name, change, expected in [
+        ("nan", {"dropout": math.nan}, "dropout must be a finite number"),
+        ("layers", {"encoder_layers": 10**6}, "at least [\\d,]+ parameters"),
+        ("text", {"encoder_layers": "many"}, "config value is not a number"),
+    ]:
+        path = tmp_path / f"{name}.pt"
+        torch.save({**payload, "cfg": {**payload["cfg"], "model": {
+            **payload["cfg"]["model"], **change}}}, path)  # fmt: skip
+        with pytest.raises((CheckpointError, ConfigError), match=expected) as raised:
+            load_model(path)
+        assert str(path) in str(raised.value), name
+    import shutil
+
+    folder = tmp_path / "spidr"
+    shutil.copytree(fixtures_dir / "spidr" / "tiny_spidr", folder)
+    raw = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**raw, "codebook_size": 2**30}))
+    with pytest.raises(CheckpointError, match=rf"{folder}: the config describes"):
+        load_model(folder)

@@ -272,3 +272,20 @@ def test_fairseq_and_spidr_configs_are_checked_before_building(
     (folder / "config.json").write_text(json.dumps({**raw, "codebook_size": 2**30}))
     with pytest.raises(CheckpointError, match=rf"{folder}: the config describes"):
         load_model(folder)
+
+
+def test_state_dict_missing_a_shape_source_is_a_clear_error(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """A torchaudio state dict lacking the weight its width is read from names the file and the
+    key instead of a raw KeyError."""
+    from sslspeech.interop import load_model
+    from sslspeech.interop.safe_pickle import load
+
+    state = load(fixtures_dir / "hubert" / "torchaudio_base_like" / "model.pth")
+    del state["encoder.feature_projection.projection.weight"]
+    path = tmp_path / "model.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="feature_projection.projection.weight") as raised:
+        load_model(path, num_heads=2, layer_norm_first=False)
+    assert str(path) in str(raised.value)

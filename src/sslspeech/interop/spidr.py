@@ -237,7 +237,14 @@ class SpidRNativeReader:
                 "width / 64, SpidR schedule): pass overrides or load with DinoSR if needed",
                 origin,
             )
-            config = config_from_spidr(infer_config(state), origin)
+            try:
+                inferred = infer_config(state)
+            except (KeyError, IndexError, ZeroDivisionError) as error:
+                raise CheckpointError(
+                    f"{origin}: the state dict lacks or misshapes a SpidR weight "
+                    f"({type(error).__name__}: {error})"
+                ) from None
+            config = config_from_spidr(inferred, origin)
             return LoadedCheckpoint(
                 "spidr", config, native_state_from_spidr(state, origin), WEIGHTS_ONLY
             )
@@ -386,7 +393,12 @@ class DinoSRFairseqReader:
             raise CheckpointError(f"{origin}: fairseq model {name!r} is not DinoSR")
         state = native_state_from_fairseq(payload["model"], origin)
         state["current_step"] = torch.tensor([fairseq_step(payload)])
-        config = config_from_fairseq(cfg, payload["model"])
+        try:
+            config = config_from_fairseq(cfg, payload["model"])
+        except (TypeError, ValueError) as error:  # int("abc"), float(None) on a config value
+            raise CheckpointError(
+                f"{origin}: a model/task config value is not a number ({error})"
+            ) from None
         return LoadedCheckpoint("dinosr", config, state, self.name)
 
 

@@ -49,10 +49,6 @@ ENTRY_POINTS = frozenset({"cli", "commands"})
 ALLOWED: dict[tuple[str, str], str] = {
     ("sslspeech.interop.registry", "models"): "the catalogue of published checkpoints loads "
     "them as models: it sits above both readers and models",
-    # TEMPORARY, issue 15 §4 ("masks have one owner", the collator): the models still draw
-    # their own masks when called without one. Delete these two lines with that change.
-    ("sslspeech.models.hubert", "data"): "draws a mask when none is given (issue 15 §4)",
-    ("sslspeech.models.dinosr", "data"): "draws a mask when none is given (issue 15 §4)",
 }
 """(module, part) edges the table above allows by name, each with its reason."""
 

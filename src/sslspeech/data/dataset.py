@@ -81,9 +81,10 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Utterances of a manifest as dicts: waveform, labels (or None), fileid, index, seed.
 
     `labels`: None (audio only), ``"manifest"`` (the manifest's units column), a units JSONL
-    path, or a mapping fileid -> units. Items shorter than `min_samples` (and longer than
-    `max_keep_samples`, when set) are dropped at construction; the count is logged and kept in
-    `num_dropped`. `sizes` are the item lengths after cropping, for the batch sampler.
+    path, or a mapping fileid -> units; with `num_classes`, every unit must be in
+    [0, num_classes) (the model's `model.num_classes`). Items shorter than `min_samples` (and
+    longer than `max_keep_samples`, when set) are dropped at construction; the count is logged
+    and kept in `num_dropped`. `sizes` are the item lengths after cropping, for the batch sampler.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         resample: bool = False,
         downmix: bool = False,
         label_tolerance: float = 0.1,
+        num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
@@ -120,7 +122,11 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self.indices, self.num_dropped = self._filter(min_samples, max_keep_samples)
         lengths = self.manifest.num_samples[self.indices]
         self.sizes = np.minimum(lengths, max_samples) if max_samples else lengths
-        self.labels = None if labels is None else self._load_labels(labels, label_tolerance)
+        self.labels: _FlatLabels | None = None
+        if labels is not None:
+            self.labels = self._load_labels(labels, label_tolerance)
+            if num_classes is not None:
+                self._check_classes(self.labels, labels, num_classes)
 
     def _filter(self, min_samples: int, max_keep: int | None) -> tuple[np.ndarray, int]:
         sizes = self.manifest.num_samples
@@ -174,6 +180,27 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
                 f"{seconds_audio[first]:.3f} s; check label_rate and that the units match {name}"
             )
         return flat
+
+    def _check_classes(self, labels: _FlatLabels, source: LabelSource, num_classes: int) -> None:
+        """Refuse a unit outside [0, num_classes), naming the labels, the fileid and the key."""
+        values = np.asarray(labels.values, dtype=np.int64)
+        bad = np.flatnonzero((values < 0) | (values >= num_classes))
+        if not len(bad):
+            return
+        item = int(np.searchsorted(labels.bounds, bad[0], side="right")) - 1
+        name = self.manifest.source or "manifest"
+        if isinstance(source, Mapping):
+            where = f"the labels of {name}"
+        else:
+            where = name if source == "manifest" else str(source)
+        largest = int(values.max())
+        raise DataError(
+            f"{where}: {self.manifest.fileids[self.indices[item]]!r} has unit "
+            f"{int(values[bad[0]])} at position {bad[0] - labels.bounds[item]}, outside "
+            f"[0, {num_classes}) of model.num_classes={num_classes} ({len(bad)} such labels, "
+            f"largest unit {largest}); set model.num_classes={largest + 1} (the k-means k) or "
+            "relabel with the k-means model this run expects"
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Crops (and masks derived from item seeds) change with the epoch."""

@@ -136,9 +136,9 @@ class Featurizer:
 
 
 def _entries(manifest: str | os.PathLike[str]) -> Sequence[Any]:
-    from sslspeech.data.manifest import read_manifest
+    from sslspeech.data.manifest import read_manifest, require_entries
 
-    return read_manifest(manifest)
+    return require_entries(read_manifest(manifest))
 
 
 def store_meta(

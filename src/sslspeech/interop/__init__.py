@@ -77,6 +77,11 @@ class LoadedCheckpoint:
     also_fits: tuple[str, ...] = field(default=())
     """Other model types whose classes read these weights as they are (a SpidR-layout file
     without its config fits DinoSR too)."""
+    origin: str = ""
+    """The file the config comes from, for messages (default: what `load_checkpoint` read)."""
+    config_keys: dict[str, str] = field(default_factory=dict)
+    """Config fields -> how the source names them, for messages (e.g. "HubertConfig key
+    'num_hidden_layers'")."""
 
 
 class CheckpointSource:
@@ -198,6 +203,7 @@ def load_checkpoint(src: str | os.PathLike[str], **overrides: Any) -> LoadedChec
     reader = detect(source)
     loaded = reader.read(source, overrides)
     loaded.config = {**loaded.config, **overrides}
+    loaded.origin = loaded.origin or str(source.path)
     log.debug("read %s as %s (%s)", source.path, reader.name, loaded.model_type)
     return loaded
 

@@ -76,7 +76,7 @@ def infer_config(
         "ffn_dim": int(
             state["encoder.transformer.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
         ),
-        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\."),
+        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\.", origin),
         "num_heads": _KNOWN_HEADS.get(embed_dim, 1),
         "layer_norm_first": layer_norm_mode,
         "pos_conv_kernel": int(pos_weight.shape[2]),
@@ -112,7 +112,13 @@ class TorchaudioReader:
             }
         weight = pos_conv_weight(state, _POS, origin)
         state[f"{_POS}.weight"] = weight
-        config = infer_config(state, overrides, origin)
+        try:
+            config = infer_config(state, overrides, origin)
+        except (KeyError, IndexError, ZeroDivisionError) as error:
+            raise CheckpointError(
+                f"{origin}: the state dict lacks or misshapes a weight torchaudio models have "
+                f"({type(error).__name__}: {error})"
+            ) from None
         del state[f"{_POS}.weight"]
         fused: dict[str, Tensor] = {"encoder.transformer.pos_conv_embed.conv.weight": weight}
         for index in range(config["num_layers"]):

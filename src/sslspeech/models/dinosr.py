@@ -96,6 +96,11 @@ class DinoSRConfig(EncoderConfig):
                 f"ema_exclude_layers must be a list of name prefixes; got {self.ema_exclude_layers}"
             )
 
+    def min_parameters(self) -> int:
+        """The encoder's bound plus the K prediction heads and codebooks (V x D each)."""
+        codebooks = self.num_codebooks * self.codebook_size * self.embed_dim
+        return super().min_parameters() + 2 * codebooks
+
 
 INSTANCE_NORM_EPS = 1e-5
 

@@ -10,9 +10,10 @@ from typing import Any, ClassVar, Self
 
 from torch import nn
 
-from sslspeech.errors import CheckpointError
+from sslspeech.errors import CheckpointConfigError, CheckpointError, ConfigError
 from sslspeech.interop import LoadedCheckpoint, load_checkpoint
 from sslspeech.interop.native import save_directory
+from sslspeech.models.configs import check_weights_fit
 
 
 class Pretrained(nn.Module):
@@ -37,9 +38,26 @@ class Pretrained(nn.Module):
             loaded = cls.retype_checkpoint(loaded)
         elif loaded.model_type != cls.model_type:
             loaded = cls.adapt_checkpoint(loaded)
-        model = cls(cls.config_class.from_dict(loaded.config))
+        model = cls(cls.checked_config(loaded))
         load_state_dict_strict(model, loaded.state_dict, loaded.format)
         return model.eval()
+
+    @classmethod
+    def checked_config(cls, loaded: LoadedCheckpoint) -> Any:
+        """The config of `loaded`, validated (naming the file) and its size checked against
+        the weights before anything is built: a hostile config.json must not allocate
+        gigabytes."""
+        origin = loaded.origin or loaded.format
+        try:
+            config = cls.config_class.from_dict(loaded.config)
+        except ConfigError as error:
+            field = next((f for f in loaded.config_keys if str(error).startswith(f)), None)
+            named = f" ({loaded.config_keys[field]})" if field else ""
+            raise CheckpointConfigError(
+                f"{origin}: invalid {loaded.format} config{named}: {error}"
+            ) from None
+        check_weights_fit(config, loaded.state_dict, origin)
+        return config
 
     @classmethod
     def retype_checkpoint(cls, loaded: LoadedCheckpoint) -> LoadedCheckpoint:

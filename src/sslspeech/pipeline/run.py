@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sslspeech.errors import ConfigError
 from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor
 from sslspeech.pipeline.recipe import Recipe, recipe_to_dict
 from sslspeech.pipeline.recipes import build_stages
@@ -30,11 +31,32 @@ def stage_executor(recipe: Recipe, run_dir: Path, name: str | None = None) -> Ex
     )
 
 
+def check_inputs(recipe: Recipe) -> None:
+    """Every file the recipe names exists, before any stage is planned (a missing manifest is
+    named as such, not found later as some stage's missing input)."""
+    named = {
+        **{f"[corpus] {key}": getattr(recipe.corpus, key) for key in _CORPUS_INPUTS},
+        "[start] checkpoint": recipe.start.checkpoint,
+        "[it1] config": recipe.it1.config,
+        "[it2] config": recipe.it2.config if recipe.it2 is not None else None,
+    }
+    for key, path in named.items():
+        if path is not None and not Path(path).exists():
+            raise ConfigError(
+                f"{key} = {path}: no such file or directory; fix the recipe (relative paths are "
+                "relative to the recipe file) or pass an override, e.g. corpus.manifest=PATH"
+            )
+
+
+_CORPUS_INPUTS = ("manifest", "audio", "val_manifest", "item", "alignments")
+
+
 def run_recipe(
     recipe: Recipe, run_dir: Path | None = None, executor: str | None = None
 ) -> dict[str, Any]:
     """Run (or resume) every stage of `recipe` in `run_dir`; returns results.json's content."""
     run_dir = (run_dir or recipe.run_dir).absolute()
+    check_inputs(recipe)
     stages = build_stages(recipe, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(run_dir / RECIPE_COPY) as handle:

@@ -28,7 +28,7 @@ import torch
 from sslspeech.errors import CheckpointError
 from sslspeech.interop import LoadedCheckpoint
 from sslspeech.interop.native import model_part, read_model_part
-from sslspeech.utils.fileio import atomic_open, atomic_path
+from sslspeech.utils.fileio import atomic_open, atomic_path, nested_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class TrainingCheckpoint:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """torch.save to a temporary file, then rename: readers never see half a checkpoint."""
-        with atomic_path(path) as tmp:
-            torch.save(self.to_payload(), tmp)
+        payload = self.to_payload()
+        with atomic_path(path, expected_bytes=nested_nbytes(payload)) as tmp:
+            torch.save(payload, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainingCheckpoint:

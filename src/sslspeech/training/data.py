@@ -10,7 +10,7 @@ from torch import nn
 
 from sslspeech.data.collate import Collator
 from sslspeech.data.dataset import AudioDataset
-from sslspeech.data.manifest import read_manifest
+from sslspeech.data.manifest import read_manifest, require_entries
 from sslspeech.data.sampler import BucketBatchSampler
 from sslspeech.errors import DataError
 from sslspeech.models.registry import model_spec
@@ -61,7 +61,7 @@ def build_split(
     """Training (`train=True`: shuffled, random crops) or validation (fixed order, crops from
     the start, masks fixed by the items' seeds) data for `model`."""
     data, masking = config.data, config.masking
-    entries = read_manifest(manifest)
+    entries = require_entries(read_manifest(manifest))
     labels: str | None = None
     label_rate = 50.0
     num_classes: int | None = None
@@ -84,6 +84,7 @@ def build_split(
         min_samples=data.min_sample_size,
         random_crop=data.random_crop and train,
         normalize=data.normalize,
+        num_classes=getattr(model.config, "num_classes", None) if labels else None,
         seed=config.run.seed,
     )
     sampler = BucketBatchSampler(

@@ -124,7 +124,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"{self.source}: the pickle asks for {module}.{name}, which is not on the allow-list "
             "for scikit-learn k-means files; nothing was executed. If you made this file "
-            "yourself, load it with trust=True (runs joblib.load)"
+            "yourself, load it with KMeans.load(path, trust=True) in Python or pass --trust-pickle "
+            "on the command line (both run joblib.load)"
         )
 
 

@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "transcribe",
         "units of every utterance: k-means of a store, or SpidR/DinoSR codebooks of audio",
     ),
-    "units": ("units", "unit files: merge MANIFEST UNITS OUT adds units as training labels"),
+    "units": (
+        "units",
+        "unit files: merge (units as training labels), quality (purity, PNMI, bitrate)",
+    ),
 }
 
 log = logging.getLogger("sslspeech")

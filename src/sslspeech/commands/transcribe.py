@@ -19,11 +19,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        metavar="FEATURES KMEANS | AUDIO_MANIFEST",
-        help="feature store (fairseq .npy/.len dump or .pt/.npy dir) and k-means model (ours, "
-        "or a scikit-learn/fairseq joblib); with --checkpoint: the audio manifest",
+        metavar="INPUT",
+        help="FEATURES KMEANS: a feature store (fairseq .npy/.len dump or .pt/.npy dir) and a "
+        "k-means model (ours, or a scikit-learn/fairseq joblib); with --checkpoint: "
+        "AUDIO_MANIFEST",
     )
-    parser.add_argument("out", help='units file: JSONL {"fileid", "units"} (or .km with --km)')
+    parser.add_argument(
+        "out", metavar="OUT", help='units file: JSONL {"fileid", "units"} (or .km with --km)'
+    )
     parser.add_argument("--km", action="store_true", help="write fairseq .km lines instead")
     parser.add_argument(
         "--checkpoint", help="SpidR/DinoSR checkpoint: its codebook units, no k-means"

@@ -27,11 +27,11 @@ def _waveforms(audio: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
 def codebook_units(
     model: Any, audio: dict[str, Path], layers: Sequence[int]
 ) -> dict[int, dict[str, np.ndarray]]:
-    """layer -> fileid -> (T,) int16 unit ids, one forward pass per file for all layers."""
+    """layer -> fileid -> (T,) int32 unit ids, one forward pass per file for all layers."""
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
     for fileid, wav in _waveforms(audio):
         for layer, probabilities in codebook_posteriors(model, wav, layers).items():
-            out[layer][fileid] = probabilities.argmax(-1).numpy().astype(np.int16)
+            out[layer][fileid] = probabilities.argmax(-1).numpy().astype(np.int32)
     return out
 
 
@@ -61,7 +61,7 @@ def abx_codebook_layers(
     """ABX of the codebook units of `layers` (default: every codebook layer) of a SpidR/DinoSR
     checkpoint on an item file's audio.
 
-    "onehot" scores the unit ids (those of every layer come from one pass and take 2 bytes a
+    "onehot" scores the unit ids (those of every layer come from one pass and take 4 bytes a
     frame); "kl_symmetric" scores the posteriorgrams, one layer at a time in memory (one pass
     per layer). `frequency` defaults to the model's frame rate.
     """

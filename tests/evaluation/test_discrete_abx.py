@@ -229,12 +229,17 @@ def test_unit_sources_agree(small_items, units, tmp_path):
 
 
 def test_inputs_that_do_not_fit_the_distance(small_items, units, posteriorgrams):
-    """kl_symmetric on logits and onehot on probabilities are refused with the file and frame."""
+    """kl_symmetric on logits or unit ids, onehot on probabilities or negative ids, and .km
+    files (no fileids) are refused with the file and frame."""
     logits = {k: np.log(v) for k, v in posteriorgrams.items()}
     with pytest.raises(DataError, match=r"kl_symmetric needs posteriorgrams.*frame 0"):
         abx_result(small_items, logits, 50, distance="kl_symmetric")
     with pytest.raises(DataError, match="is not one-hot"):
         abx_result(small_items, posteriorgrams, 50, distance="onehot")
+    with pytest.raises(DataError, match="use the onehot distance for unit ids"):
+        abx_result(small_items, units, 50, distance="kl_symmetric")
+    with pytest.raises(DataError, match=r"\.km lines have no fileids"):
+        abx_result(small_items, "units.km", 50, distance="onehot")
     negative = {k: -v.astype(np.int64) - 1 for k, v in units.items()}
     with pytest.raises(DataError, match="non-negative integers"):
         abx_result(small_items, negative, 50, distance="onehot")

@@ -227,6 +227,11 @@ def _check_settings(
 def _open_features(features: FeatureSource) -> Mapping[str, Any]:
     if isinstance(features, Mapping):
         return features
+    if Path(features).suffix == ".km":
+        raise DataError(
+            f"{features}: .km lines have no fileids; ABX needs a units JSONL "
+            '{"fileid", "units"} (transcribe without --km)'
+        )
     if Path(features).suffix == ".jsonl":
         from sslspeech.evaluation.quality import read_units
 
@@ -299,6 +304,11 @@ def _file_frames(value: Any, fileid: str, distance: str) -> Tensor:
     array = _as_float_tensor(value)
     if array.ndim == 1 and distance == "onehot":
         array = array[:, None]
+    if array.ndim == 1 and distance == "kl_symmetric":
+        raise DataError(
+            f"features of {fileid}: unit ids {tuple(array.shape)}, but kl_symmetric scores "
+            "posteriorgrams (frames, codewords); use the onehot distance for unit ids"
+        )
     if array.ndim != 2:
         raise DataError(f"features of {fileid}: expected (frames, dim), found {tuple(array.shape)}")
     if not torch.isfinite(array).all():

@@ -262,10 +262,29 @@ def export_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
     config = model.config
     if config.pos_conv_depth != 1:
         raise CheckpointError("only HuBERT encoders (single positional conv) export to HF")
+    state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
+    directory = write_hf_directory(directory, hf_state(config, state), hf_config(config), config)
+    if config.frame_rule != "conv":
+        log.warning(
+            "%s: transformers counts valid frames of padded rows by the conv formula; this "
+            "checkpoint's rule (%s) gives one frame more on some rows",
+            directory,
+            config.frame_rule,
+        )
+    return directory
+
+
+def write_hf_directory(
+    directory: str | os.PathLike[str],
+    weights: dict[str, Tensor],
+    hf_config_dict: dict[str, Any],
+    config: Any,
+) -> Path:
+    """model.safetensors, config.json and the Wav2Vec2FeatureExtractor preprocessor_config.json
+    (waveform standardization as `config.normalize_input`) of a transformers model directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
-    save_file(hf_state(config, state), directory / "model.safetensors", {"format": "pt"})
+    save_file(weights, directory / "model.safetensors", {"format": "pt"})
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
         "feature_size": 1,
@@ -276,17 +295,10 @@ def export_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
         "return_attention_mask": config.extractor_mode == "layer_norm",
     }
     for name, data in (
-        ("config.json", hf_config(config)),
+        ("config.json", hf_config_dict),
         ("preprocessor_config.json", preprocessor),
     ):
         with atomic_open(directory / name, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
-    if config.frame_rule != "conv":
-        log.warning(
-            "%s: transformers counts valid frames of padded rows by the conv formula; this "
-            "checkpoint's rule (%s) gives one frame more on some rows",
-            directory,
-            config.frame_rule,
-        )
     return directory

@@ -156,8 +156,10 @@ class DinoSR(EncoderModel):
     config: DinoSRConfig
     current_step: Tensor
 
-    def __init__(self, config: DinoSRConfig) -> None:
+    def __init__(self, config: DinoSRConfig | None = None) -> None:
+        """`config` None: the Base preset."""
         super().__init__()
+        config = self.config_class() if config is None else config
         self.config = config
         self.encoder = Encoder(config)
         self.encoder.transformer.zero_padding = False  # as the reference (see Transformer)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.configs import EncoderConfig
+from sslspeech.models.dropin import lengths_from_attention_mask, native_state_dict_pre_hook
 from sslspeech.models.pretrained import Pretrained
 
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -578,6 +579,11 @@ class EncoderModel(Pretrained):
 
     encoder: Encoder
 
+    def __init__(self) -> None:
+        super().__init__()
+        # load_state_dict also takes fairseq / s3prl / torchaudio / HF / spidr state dicts.
+        self.register_load_state_dict_pre_hook(native_state_dict_pre_hook)
+
     @property
     def num_layers(self) -> int:
         """Number of transformer layers."""
@@ -593,9 +599,13 @@ class EncoderModel(Pretrained):
         lengths: Tensor | None = None,
         num_layers: int | None = None,
         before_residual: bool = True,
+        *,
+        attention_mask: Tensor | None = None,
     ) -> list[Tensor]:
         """One [batch, frame, feature] tensor per layer 1..num_layers: the feed-forward output
-        before the residual add (True) or the full layer output (False). Never the final norm."""
+        before the residual add (True) or the full layer output (False). Never the final norm.
+        `attention_mask` (HF convention, 1 = valid sample) may replace `lengths`."""
+        lengths = lengths_from_attention_mask(attention_mask, lengths, waveforms)
         out = self.encoder(waveforms, lengths, num_layers)
         return out.ffn_outputs if before_residual else out.layer_outputs
 

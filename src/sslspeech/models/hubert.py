@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
+from sslspeech.models.dropin import lengths_from_attention_mask
 from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput
 from sslspeech.models.masked import (
     MaskedFrames,
@@ -29,14 +30,24 @@ class HuBERT(EncoderModel):
     model_type = "hubert"
     config_class = HuBERTConfig
 
-    def __init__(self, config: HuBERTConfig) -> None:
+    def __init__(self, config: HuBERTConfig | None = None) -> None:
+        """`config` None: HuBERT Base."""
         super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
+        self.config = HuBERTConfig() if config is None else config
+        self.encoder = Encoder(self.config)
 
-    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """[batch, sample] (+ valid samples [batch]) -> [batch, frame, feature]."""
-        return self.encode(waveforms, lengths)
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """[batch, sample] (+ valid samples [batch], or an HF `attention_mask` [batch, sample]
+        with 1 = valid sample) -> [batch, frame, feature]."""
+        return self.encode(
+            waveforms, lengths_from_attention_mask(attention_mask, lengths, waveforms)
+        )
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:
@@ -101,7 +112,13 @@ class HuBERTPretrain(HuBERT):
     config_class = HuBERTPretrainConfig
     config: HuBERTPretrainConfig
 
-    def __init__(self, config: HuBERTPretrainConfig) -> None:
+    def __init__(self, config: HuBERTPretrainConfig | int | None = None) -> None:
+        """`config` None: HuBERT Base with 500 classes; an int: Base with that many classes
+        (minimal_hubert's `HuBERTPretrain(num_classes)`)."""
+        if config is None:
+            config = HuBERTPretrainConfig()
+        elif not isinstance(config, HuBERTPretrainConfig):
+            config = HuBERTPretrainConfig(num_classes=config)
         super().__init__(config)
         self.mask_embedding = nn.Parameter(torch.empty(config.embed_dim).uniform_())
         self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
@@ -120,14 +137,18 @@ class HuBERTPretrain(HuBERT):
         labels: Tensor,
         mask: Tensor | MaskedFrames | None = None,
         lengths: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
     ) -> PretrainLoss:
         """Summed masked-prediction loss, the frames it covers and detached stats.
 
         total = w_m * CE_masked_sum + w_u * CE_unmasked_sum + w_pen * features_pen * count, with
         count = n_masked (+ n_unmasked when `pred_nomask_weight` > 0): fairseq HubertCriterion's
         loss and sample_size (its loss per frame is total / count). `labels`, `mask`: see
-        `compute_logits`.
+        `compute_logits`. An HF `attention_mask` [batch, sample] (1 = valid sample) may replace
+        `lengths`.
         """
+        lengths = lengths_from_attention_mask(attention_mask, lengths, waveforms)
         out = self.compute_logits(waveforms, labels, mask, lengths)
         cfg = self.config
         zeros_m = out.logit_m.new_zeros(out.logit_m.shape[0], dtype=torch.long)

@@ -159,17 +159,27 @@ class _Builder:
 
     def merge(self, iteration: int, manifests: dict[str, Path], units: Path, source: str) -> Path:
         folder = self.run / f"it{iteration}" / "labels"
+        config = self.recipe.train_config(iteration)
         self.add(
             Stage(
                 name=f"it{iteration}.merge",
                 function=tasks.merge_labels,
-                inputs={"train": manifests["train"], "val": manifests["val"], "units": units},
+                inputs={
+                    "train": manifests["train"],
+                    "val": manifests["val"],
+                    "units": units,
+                    "config": config.config,
+                },
                 outputs={
                     "train_labels": folder / "train.csv",
                     "val_labels": folder / "val.csv",
                     "targets": self.run / f"it{iteration}" / "targets.json",
                 },
-                params={"from_mfcc": source == "mfcc", "source": source},
+                params={
+                    "from_mfcc": source == "mfcc",
+                    "source": source,
+                    "overrides": config.overrides,
+                },
             )
         )
         return folder

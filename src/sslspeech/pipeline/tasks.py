@@ -159,19 +159,32 @@ def transcribe_units(context: StageContext) -> Results:
 
 
 def merge_labels(context: StageContext) -> Results:
-    """The training and validation manifests with the units as labels (50 Hz)."""
+    """The training and validation manifests with the units as labels, at the label rate of the
+    iteration's model (50 Hz; 100 Hz MFCC labels with `model.label_rate = 100`)."""
     from sslspeech.units import merge
 
-    from_mfcc = bool(context.params["from_mfcc"])
+    rate = label_rate_of(context)
     for split in ("train", "val"):
         merge(
             context.inputs[split],
             context.inputs["units"],
             context.outputs[f"{split}_labels"],
-            from_mfcc=from_mfcc,
+            from_mfcc=bool(context.params["from_mfcc"]),
+            label_rate=rate,
         )
-    write_json(context.outputs["targets"], {"source": context.params["source"]})
-    return {}
+    write_json(context.outputs["targets"], {"source": context.params["source"], "label_rate": rate})
+    return {"label_rate": rate}
+
+
+def label_rate_of(context: StageContext) -> float:
+    """Labels per second of the training config `inputs["config"]` with `params["overrides"]`
+    (`model.label_rate`; none means one label per 50 Hz frame)."""
+    from sslspeech.training import load_config
+
+    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
+    overrides.append(_override("data.manifest", str(context.inputs["train"])))
+    rate = load_config(context.inputs["config"], overrides).model_config().label_rate
+    return 50.0 if rate is None else float(rate)
 
 
 def unit_quality(context: StageContext) -> Results:

@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslspeech.errors import ConfigError
+from sslspeech.errors import ConfigError, SSLSpeechError
 from sslspeech.features.batching import batched_layers, default_batch_samples
 from sslspeech.features.store import (
     DTYPES,
@@ -248,28 +248,61 @@ def run_shards(
     executor: Any = None,
     threads: int | None = None,
 ) -> list[Any]:
-    """Run `job(*args)` for every shard: in this process, a spawn process pool, or a submitit
-    executor (one array job per shard; anything with `map_array`).
+    """Run `job(*args)` for every shard: in this process, in spawn processes of their own
+    (`workers` at a time), or as a submitit executor's job array (anything with `map_array`).
 
-    Pool workers and array jobs set their torch threads to `threads` (pool default: cores /
-    workers): many processes each spinning up all cores' threads slow each other down.
+    Processes and array jobs set their torch threads to `threads` (local default: cores /
+    workers): many processes each spinning up all cores' threads slow each other down. Shards
+    are independent: one that raises or dies (killed, out of memory) does not stop the others;
+    once all have ended, `ShardsFailedError` names the failed ones.
     """
     if not shard_args:
         return []
+    call = functools.partial(_with_threads, job, threads)
     if executor is not None:
-        call = functools.partial(_with_threads, job, threads)
         jobs = executor.map_array(call, shard_args)
-        return [j.result() for j in jobs]
+        return _gather([job.result for job in jobs])
     if workers <= 1 or len(shard_args) == 1:
-        return [job(*args) for args in shard_args]
+        return _gather([functools.partial(job, *args) for args in shard_args])
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    call = functools.partial(_with_threads, job, threads)
+    with ThreadPoolExecutor(min(workers, len(shard_args))) as pool:
+        futures = [pool.submit(_in_own_process, call, args) for args in shard_args]
+        return _gather([future.result for future in futures])
+
+
+class ShardsFailedError(SSLSpeechError):
+    """Some shards of a job failed; the complete ones are kept, so a rerun redoes the rest."""
+
+
+def _gather(results: list[Callable[[], Any]]) -> list[Any]:
+    """Every result, waiting for all of them; then ShardsFailedError if any raised."""
+    values, failures = [], []
+    for index, result in enumerate(results):
+        try:
+            values.append(result())
+        except Exception as error:  # reported below, once the other shards have ended
+            log.error("shard job %d of %d failed: %r", index, len(results), error)
+            failures.append((index, error))
+    if failures:
+        first, cause = failures[0]
+        raise ShardsFailedError(
+            f"{len(failures)} of {len(results)} shard jobs failed (jobs "
+            f"{', '.join(str(i) for i, _ in failures)}; job {first}: {cause!r}); complete "
+            "shards are kept: rerun to redo only the failed ones"
+        ) from cause
+    return values
+
+
+def _in_own_process(call: Callable[[tuple[Any, ...]], Any], args: tuple[Any, ...]) -> Any:
+    """`call(args)` in a spawn process of its own: its death breaks no other shard's pool."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(shard_args)), mp_context=context) as pool:
-        return list(pool.map(functools.partial(_with_threads, job, threads), shard_args))
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(call, args).result()
 
 
 def _with_threads(job: Callable[..., Any], threads: int | None, args: tuple[Any, ...]) -> Any:
-    """Run one shard in a process of its own (pool worker or array job)."""
+    """Run one shard in a process of its own (local process or array job)."""
     if threads:
         torch.set_num_threads(threads)
     return job(*args)

@@ -12,27 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-
-def interleaved_medians(
-    fns: list[Callable[[], object]], repeats: int, warmup: int
-) -> list[tuple[float, float]]:
-    """(median wall s, median CPU s) of each function over `repeats` interleaved rounds."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[tuple[float, float]]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            wall, cpu = time.perf_counter(), time.process_time()
-            fn()
-            bucket.append((time.perf_counter() - wall, time.process_time() - cpu))
-    return [(statistics.median(w for w, _ in b), statistics.median(c for _, c in b)) for b in times]
+from inference import median_times  # bench/inference.py: interleaved (wall, CPU) medians
 
 
 def main() -> None:
@@ -62,12 +46,17 @@ def main() -> None:
             model.get_intermediate_outputs(w[None], num_layers=args.layer)[-1][0] for w in waveforms
         ]
 
-    def batched(budget_s: float) -> Callable[[], list[list[torch.Tensor]]]:
+    def batched(budget_s: float) -> Callable[[], list[torch.Tensor]]:
         budget = int(budget_s * 16000)
-        return lambda: batched_layers(model, waveforms, args.layer, batch_samples=budget)
+
+        def run() -> list[torch.Tensor]:
+            found = dict(batched_layers(model, waveforms, [args.layer], batch_samples=budget))
+            return [found[i][0] for i in range(len(waveforms))]
+
+        return run
 
     runs = [unbatched, *(batched(b) for b in args.batch_seconds)]
-    medians = interleaved_medians(runs, args.repeats, args.warmup)
+    medians = median_times(runs, args.repeats, args.warmup)
     reference = unbatched()
     common = {
         "bench": "extract",
@@ -94,7 +83,7 @@ def main() -> None:
         if index:
             outputs = runs[index]()
             figure["max_abs_diff"] = max(
-                (got[-1] - want).abs().max().item()
+                (got - want).abs().max().item()
                 for got, want in zip(outputs, reference, strict=True)
             )
         print(json.dumps(figure), flush=True)

@@ -62,24 +62,22 @@ def layer_features(
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = model.to(device).eval()
+    fileids = list(audio)
     waveforms = [torch.from_numpy(load_audio(path)) for path in audio.values()]
     if model.config.normalize_input:
         waveforms = [standardize(wav) for wav in waveforms]
-    outputs = batched_layers(
+    arrays: dict[int, list[np.ndarray]] = {layer: [np.empty(0)] * len(fileids) for layer in layers}
+    for index, outputs in batched_layers(
         model,
         waveforms,
-        max(layers),
+        layers,
         before_residual=before_residual,
         batch_samples=batch_samples,
         device=device,
-    )
-    return {
-        layer: {
-            fileid: per_layer[layer - 1].float().cpu().numpy()
-            for fileid, per_layer in zip(audio, outputs, strict=True)
-        }
-        for layer in layers
-    }
+    ):
+        for layer, features in zip(layers, outputs, strict=True):
+            arrays[layer][index] = features.float().cpu().numpy()
+    return {layer: dict(zip(fileids, found, strict=True)) for layer, found in arrays.items()}
 
 
 def abx_layers(

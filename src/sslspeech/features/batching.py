@@ -3,7 +3,7 @@ the utterance's own forward pass: used by feature extraction, ABX per layer and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,23 +37,26 @@ def length_batches(lengths: Sequence[int], batch_samples: int) -> list[list[int]
 def batched_layers(
     model: Any,
     waveforms: Sequence[torch.Tensor],
-    num_layers: int,
+    layers: Sequence[int],
     *,
     before_residual: bool = True,
     batch_samples: int | None = None,
     device: str | torch.device = "cpu",
-) -> list[list[torch.Tensor]]:
-    """Layers 1..num_layers of each waveform [sample] as [frame, feature] tensors on `device`,
-    in input order; each equals the utterance's own forward pass (padding never leaks).
+) -> Iterator[tuple[int, list[torch.Tensor]]]:
+    """(index, one [frame, feature] tensor on `device` per 1-based layer of `layers`) for every
+    waveform [sample], batch by batch; each equals the utterance's own forward pass.
 
     The conv stack runs per utterance (its GroupNorm normalizes over the whole row, which
     padding would change); the transformer runs on length-sorted zero-padded batches of at
     most `batch_samples` samples (default: `default_batch_samples(device)`), padding masked.
+    Utterances shorter than the receptive field come first, with 0 frames.
     """
     budget = default_batch_samples(device) if batch_samples is None else batch_samples
     encoder = model.encoder
-    results: list[list[torch.Tensor]] = [[] for _ in waveforms]
     valid = [i for i, w in enumerate(waveforms) if len(w) >= encoder.config.receptive_field]
+    empty = torch.zeros(0, model.config.embed_dim, device=device)
+    for index in sorted(set(range(len(waveforms))) - set(valid)):
+        yield index, [empty] * len(layers)
     for batch in length_batches([len(waveforms[i]) for i in valid], budget):
         rows = [valid[b] for b in batch]
         projected = [
@@ -62,9 +65,7 @@ def batched_layers(
         ]
         counts = [x.shape[1] for x in projected]
         padded = torch.cat([F.pad(x, (0, 0, 0, counts[0] - x.shape[1])) for x in projected])
-        out = encoder.transformer(padded, torch.tensor(counts, device=device), num_layers)
-        layers = out.ffn_outputs if before_residual else out.layer_outputs
+        out = encoder.transformer(padded, torch.tensor(counts, device=device), max(layers))
+        outputs = out.ffn_outputs if before_residual else out.layer_outputs
         for row, (index, length) in enumerate(zip(rows, counts, strict=True)):
-            results[index] = [layer[row, :length] for layer in layers]
-    empty = torch.zeros(0, model.config.embed_dim, device=device)
-    return [found or [empty] * num_layers for found in results]
+            yield index, [outputs[layer - 1][row, :length] for layer in layers]

@@ -139,16 +139,17 @@ class Featurizer:
             from sslspeech.data.audio import standardize
 
             tensors = [standardize(x) for x in tensors]
-        layer = int(self.spec.layer or 0)
-        outputs = batched_layers(
+        results: list[np.ndarray] = [np.empty(0)] * len(tensors)
+        for index, (features,) in batched_layers(
             self.model,
             tensors,
-            layer,
+            [int(self.spec.layer or 0)],
             before_residual=self.spec.before_residual,
             batch_samples=self.batch_samples,
             device=self.device,
-        )
-        return [layers[layer - 1].float().cpu().numpy() for layers in outputs]
+        ):
+            results[index] = features.float().cpu().numpy()
+        return results
 
 
 def _entries(manifest: str | os.PathLike[str]) -> Sequence[Any]:

@@ -129,7 +129,7 @@ def test_status_table_lists_every_stage_with_results(tmp_path):
         Runner(run, stages, LocalExecutor()).run()
     table = format_table(stage_rows(run))
     lines = table.splitlines()
-    assert lines[0].split() == ["stage", "status", "duration", "results"]
+    assert lines[0].split() == ["stage", "status", "duration", "shards", "results"]
     statuses = {line.split()[0]: line.split()[1] for line in lines[1:-1]}
     assert statuses == {"a": "done", "b": "done", "flaky": "failed", "later": "pending"}
     assert lines[-1] == "2/4 stages done"

@@ -131,6 +131,9 @@ class ExecutorConfig:
     """Where stages run: this process (`local`) or SLURM jobs (`slurm`, via submitit)."""
 
     name: Literal["local", "slurm"] = "local"
+    shards: int | None = None
+    """Shards of every per-utterance stage (features, transcription): local processes or a
+    SLURM job array; none: one per 5000 utterances of the manifest."""
     cluster: str = ""
     """submitit cluster: "" (auto: slurm when available), "local" (subprocesses), "debug"."""
     account: str = ""
@@ -145,6 +148,10 @@ class ExecutorConfig:
         default_factory=lambda: StageResources(gpus_per_node=8, cpus_per_task=10, timeout_min=1440)
     )
     """Pretraining (also validation)."""
+
+    def __post_init__(self) -> None:
+        if self.shards is not None:
+            _positive("executor.shards", self.shards)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -22,6 +23,7 @@ from sslspeech.pipeline.state import (
     fingerprint,
     hash_inputs,
     read_state,
+    shard_marker,
     write_state,
 )
 from sslspeech.utils.fileio import atomic_open
@@ -177,7 +179,12 @@ class Runner:
         write_state(self.run_dir, state)
         log.info("stage %s: %s", stage.name, "resuming" if resume else "running")
         try:
-            results = self.executor.execute(stage, stage.context(self.run_dir, self.device, resume))
+            context = stage.context(self.run_dir, self.device, resume)
+            if stage.shard_count is not None:
+                context = dataclasses.replace(context, num_shards=stage.shard_count(context))
+                state.shards = context.num_shards
+                write_state(self.run_dir, state)
+            results = self.executor.execute(stage, context)
         except BaseException as error:
             state.status, state.ended = "failed", time.time()
             state.error = "".join(traceback.format_exception_only(error)).strip()
@@ -201,7 +208,8 @@ class Runner:
     def _clean(self, stage: Stage) -> None:
         """Remove what a stale attempt left, but only inside the run directory."""
         root = self.run_dir.resolve()
-        for path in (*stage.outputs.values(), *stage.clean):
+        markers = shard_marker(self.run_dir, stage.name, 0, 1).parent
+        for path in (*stage.outputs.values(), *stage.clean, markers):
             resolved = path.resolve()
             if root not in resolved.parents:
                 continue  # never delete a user's file outside the run directory

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from sslspeech.utils.fileio import atomic_open
 log = logging.getLogger(__name__)
 
 Results = Mapping[str, Any]
+
+UTTERANCES_PER_SHARD = 5000
+"""Without `[executor] shards`: LibriSpeech 960 h (281k utterances) is cut into 57 shards."""
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -107,11 +111,33 @@ def split_manifest(context: StageContext) -> Results:
 # ---------------------------------------------------------------------- features and units
 
 
+def shard_count(context: StageContext) -> int:
+    """Shards of a per-utterance stage: `[executor] shards` (the `shards` parameter) when set,
+    else one per `UTTERANCES_PER_SHARD` utterances of its manifest or feature store."""
+    configured = context.params.get("shards")
+    if configured is not None:
+        return int(configured)
+    if "manifest" in context.inputs:
+        from sslspeech.data.manifest import read_manifest
+
+        utterances = len(read_manifest(context.inputs["manifest"]))
+    else:
+        from sslspeech.features import open_store
+
+        utterances = len(open_store(context.inputs["features"]))
+    return max(1, math.ceil(utterances / UTTERANCES_PER_SHARD))
+
+
+def _sharding(context: StageContext) -> dict[str, Any]:
+    """The shard keyword arguments of `extract_features` / `transcribe` for this context."""
+    return {"shard": context.shard, "num_shards": context.num_shards, "device": context.device}
+
+
 def extract_mfcc(context: StageContext) -> Results:
     from sslspeech.features.extract import extract_features
 
     extract_features(
-        context.inputs["manifest"], context.outputs["features"], kind="mfcc", device=context.device
+        context.inputs["manifest"], context.outputs["features"], kind="mfcc", **_sharding(context)
     )
     return {}
 
@@ -128,7 +154,7 @@ def extract_layer_features(context: StageContext) -> Results:
         checkpoint=checkpoint,
         layer=layer,
         before_residual=bool(context.params["before_residual"]),
-        device=context.device,
+        **_sharding(context),
     )
     return {"layer": layer}
 
@@ -153,25 +179,38 @@ def transcribe_units(context: StageContext) -> Results:
         context.inputs["features"],
         context.inputs["kmeans"],
         context.outputs["units"],
-        device=context.device,
+        **_sharding(context),
     )
     return {}
 
 
 def merge_labels(context: StageContext) -> Results:
-    """The training and validation manifests with the units as labels (50 Hz)."""
+    """The training and validation manifests with the units as labels, at the label rate of the
+    iteration's model (50 Hz; 100 Hz MFCC labels with `model.label_rate = 100`)."""
     from sslspeech.units import merge
 
-    from_mfcc = bool(context.params["from_mfcc"])
+    rate = label_rate_of(context)
     for split in ("train", "val"):
         merge(
             context.inputs[split],
             context.inputs["units"],
             context.outputs[f"{split}_labels"],
-            from_mfcc=from_mfcc,
+            from_mfcc=bool(context.params["from_mfcc"]),
+            label_rate=rate,
         )
-    write_json(context.outputs["targets"], {"source": context.params["source"]})
-    return {}
+    write_json(context.outputs["targets"], {"source": context.params["source"], "label_rate": rate})
+    return {"label_rate": rate}
+
+
+def label_rate_of(context: StageContext) -> float:
+    """Labels per second of the training config `inputs["config"]` with `params["overrides"]`
+    (`model.label_rate`; none means one label per 50 Hz frame)."""
+    from sslspeech.training import load_config
+
+    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
+    overrides.append(_override("data.manifest", str(context.inputs["train"])))
+    rate = load_config(context.inputs["config"], overrides).model_config().label_rate
+    return 50.0 if rate is None else float(rate)
 
 
 def unit_quality(context: StageContext) -> Results:

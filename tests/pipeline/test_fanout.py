@@ -17,7 +17,7 @@ from sslspeech.errors import ConfigError
 from sslspeech.features.extract import FeatureSpec, extract_features, extract_shard, shard_range
 from sslspeech.pipeline import tasks
 from sslspeech.pipeline.executors import LocalExecutor, SlurmExecutor
-from sslspeech.pipeline.recipe import SlurmRequest, load_recipe
+from sslspeech.pipeline.recipe import StageResources, load_recipe
 from sslspeech.pipeline.recipes import build_stages
 from sslspeech.pipeline.runner import Runner, StageFailedError
 from sslspeech.pipeline.stage import Stage, StageContext
@@ -76,7 +76,7 @@ def executors(run: Path) -> dict[str, Any]:
     return {
         "processes": LocalExecutor(workers=2),
         "submitit": SlurmExecutor(
-            folder=run / "slurm", resources={"cpu": SlurmRequest(timeout_min=5)}, cluster="local"
+            folder=run / "slurm", resources={"cpu": StageResources(timeout_min=5)}, cluster="local"
         ),
     }
 

@@ -103,7 +103,7 @@ class SlurmExecutor:
                 f": {error}"
             ) from error
 
-    def _executor(self, submitit: Any, stage: Stage, request: SlurmRequest) -> Any:
+    def _executor(self, submitit: Any, stage: Stage, request: StageResources) -> Any:
         """A submitit executor with the stage's resources (one task per job)."""
         executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
         parameters: dict[str, Any] = {
@@ -129,7 +129,7 @@ class SlurmExecutor:
         return executor
 
     def _array(
-        self, executor: Any, stage: Stage, context: StageContext, request: SlurmRequest
+        self, executor: Any, stage: Stage, context: StageContext, request: StageResources
     ) -> dict[str, Any]:
         """The shards not done yet as one job array, waited for; then the finish here."""
         from sslspeech.features.extract import ShardsFailedError, run_shards

@@ -166,7 +166,7 @@ class _Builder:
 
     def merge(self, iteration: int, manifests: dict[str, Path], units: Path, source: str) -> Path:
         folder = self.run / f"it{iteration}" / "labels"
-        config = self.recipe.train_config(iteration)
+        config = self.recipe.iteration(iteration)
         self.add(
             Stage(
                 name=f"it{iteration}.merge",

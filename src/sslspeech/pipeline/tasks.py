@@ -207,9 +207,10 @@ def label_rate_of(context: StageContext) -> float:
     (`model.label_rate`; none means one label per 50 Hz frame)."""
     from sslspeech.training import load_config
 
-    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
-    overrides.append(_override("data.manifest", str(context.inputs["train"])))
-    rate = load_config(context.inputs["config"], overrides).model_config().label_rate
+    changes = {**context.params["overrides"], "data.manifest": str(context.inputs["train"])}
+    source = f"the recipe's {context.name.split('.')[0]}.overrides"
+    config = load_config(context.inputs["config"], changes=changes, changes_from=source)
+    rate = config.model_config().label_rate
     return 50.0 if rate is None else float(rate)
 
 

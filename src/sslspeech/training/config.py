@@ -105,7 +105,10 @@ class DataConfig:
     normalize: bool = False
     """Standardize each waveform to zero mean, unit variance (fairseq `task.normalize`)."""
     num_workers: int = 6
-    """DataLoader worker processes per rank (fairseq `dataset.num_workers`)."""
+    """DataLoader worker processes per rank (fairseq `dataset.num_workers`); they live for the
+    whole run, across epochs."""
+    prefetch_factor: int = 2
+    """Batches each DataLoader worker prepares ahead (with `num_workers` > 0)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_sample_size")
@@ -113,6 +116,7 @@ class DataConfig:
         _check_positive(self, "max_batch_samples")
         _check_positive(self, "num_buckets")
         _check_non_negative(self, "num_workers")
+        _check_positive(self, "prefetch_factor")
         if self.min_sample_size > self.max_sample_size:
             raise ConfigError(
                 f"data.min_sample_size ({self.min_sample_size}) is larger than "

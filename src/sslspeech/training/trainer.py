@@ -313,14 +313,16 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Training batches forever, epoch after epoch, from the resumed position."""
-        while True:
-            self.train_data.set_epoch(self.state.epoch)
-            for batch in self.train_data.loader():
-                self.state.position += 1
-                yield batch
-            self.state.epoch += 1
-            self.state.position = 0
+        """Training batches forever from the resumed position: one loader (its workers and
+        prefetching live across epochs); `state` follows the batches training consumed."""
+        self.train_data.set_epoch(self.state.epoch)
+        per_epoch = len(self.train_data.sampler)
+        for batch in self.train_data.loader(endless=True):
+            if self.state.position == per_epoch:
+                self.state.epoch += 1
+                self.state.position = 0
+            self.state.position += 1
+            yield batch
 
     def parallelize(self) -> nn.Module:
         """The model as the loop calls it (compiled once, DDP-wrapped when distributed)."""
@@ -365,7 +367,9 @@ class Trainer:
         """Write `step_N.pt` (rank 0) with every rank's sampler position and RNG states."""
         rank_state = {
             "rank": self.env.rank,
-            "sampler": self.train_data.sampler.state_dict(position=self.state.position),
+            "sampler": self.train_data.sampler.state_dict(
+                epoch=self.state.epoch, position=self.state.position
+            ),
             "rng": ckpt.capture_rng(),
             "checksum": state_checksum(self.model),
         }

@@ -299,7 +299,7 @@ class DinoSR(EncoderModel):
         """Teacher FFN outputs of the last K layers on the unmasked input, instance-normalized
         over time (padding included, as the reference), at the selected frames:
         [codebook, frame, feature] float32."""
-        outputs = self.teacher(feats, frame_lengths).ffn_outputs[-self.num_codebooks :]
+        outputs = self.teacher(feats.detach(), frame_lengths).ffn_outputs[-self.num_codebooks :]
         stacked = torch.stack(outputs).float().flatten(0, 1)  # [K * batch, frame, feature]
         # F.instance_norm exactly as the reference (its statistics decide near-tie codewords
         # and the codebook sums; a two-pass variance drifts ~10x further from the fixtures).

@@ -52,6 +52,22 @@ class Split:
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
 
+    def probe_batch(self, num_samples: int) -> dict[str, Any]:
+        """A batch of one synthetic utterance of `num_samples` (noise, zero labels when the
+        data has labels), collated like real ones: what a FLOP count runs on."""
+        generator = torch.Generator().manual_seed(self.seed)
+        labels = None
+        if self.dataset.labels is not None:
+            labels = torch.zeros(num_samples // self.dataset.samples_per_label, dtype=torch.long)
+        item = {
+            "waveform": torch.randn(num_samples, generator=generator),
+            "labels": labels,
+            "fileid": "probe",
+            "index": 0,
+            "seed": self.seed,
+        }
+        return self.collator([item])
+
     def loader(self, *, endless: bool = False) -> torch.utils.data.DataLoader[Any]:
         """A DataLoader over the sampler's current epoch (from its resume position), or with
         `endless` over every epoch from there on (`EpochBatches`).

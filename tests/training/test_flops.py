@@ -82,3 +82,28 @@ def test_profile_steps_write_a_chrome_trace(tmp_path: Path, tone_manifest: Path)
     names = {event.get("name", "") for event in trace["traceEvents"]}
     assert any("aten::" in name for name in names)
     assert any("Optimizer.step" in name for name in names)
+
+
+def test_the_stop_flag_is_all_reduced_every_n_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several ranks the stop flag costs one all-reduce every `stop_check_every` steps and
+    at checkpoint steps, none in between; alone, the local flag is read every step."""
+    from types import SimpleNamespace
+
+    from sslspeech.training import trainer as trainer_module
+
+    asked: list[int] = []
+    monkeypatch.setattr(trainer_module, "any_rank", lambda flag, group: asked.append(0) or flag)
+    fake = SimpleNamespace(
+        cpu_group=object(),
+        stop=SimpleNamespace(requested=True),
+        config=SimpleNamespace(distributed=SimpleNamespace(stop_check_every=10)),
+        state=SimpleNamespace(step=0),
+    )
+    answers = []
+    for step in range(1, 31):
+        fake.state.step = step
+        answers.append(trainer_module.Trainer.stop_requested(fake, saved=step == 15))  # type: ignore[arg-type]
+    assert [s for s, yes in zip(range(1, 31), answers, strict=True) if yes] == [10, 15, 20, 30]
+    assert len(asked) == 4
+    fake.cpu_group = None
+    assert trainer_module.Trainer.stop_requested(fake, saved=False)  # type: ignore[arg-type]

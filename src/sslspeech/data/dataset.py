@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sslspeech.data.audio import SAMPLE_RATE, load_audio, standardize
-from sslspeech.data.manifest import Manifest, read_manifest
+from sslspeech.data.manifest import Manifest, ManifestEntry, read_manifest
 from sslspeech.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -218,21 +218,22 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         spl = self.samples_per_label
         return int(rng.integers(0, excess // spl + 1)) * spl
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item `index` of the current epoch, or of `epoch` for an `(epoch, index)` key (what
+        a sampler running ahead of training hands to DataLoader workers)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         entry = self.manifest[int(self.indices[index])]
-        seed = item_seed(self.seed, self.epoch, index)
-        wav = load_audio(
-            entry, sample_rate=self.sample_rate, resample=self.resample, downmix=self.downmix
-        )
-        if self.normalize:
-            wav = standardize(wav)
+        seed = item_seed(self.seed, epoch, index)
         labels = None if self.labels is None else self.labels[index]
-        if self.max_samples is not None and len(wav) > self.max_samples:
-            start = self._crop_start(len(wav), self.max_samples, np.random.default_rng(seed))
-            wav = wav[start : start + self.max_samples]
+        length = int(entry.num_samples)
+        start, size = 0, length
+        if self.max_samples is not None and length > self.max_samples:
+            start = self._crop_start(length, self.max_samples, np.random.default_rng(seed))
+            size = self.max_samples
             if labels is not None:
                 first = start // self.samples_per_label
-                labels = labels[first : first + round(self.max_samples / self.samples_per_label)]
+                labels = labels[first : first + round(size / self.samples_per_label)]
+        wav = self._decode(entry, start, size)
         return {
             "waveform": torch.from_numpy(np.ascontiguousarray(wav)),
             "labels": None if labels is None else torch.from_numpy(labels.astype(np.int64)),
@@ -240,3 +241,28 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
             "index": index,
             "seed": seed,
         }
+
+    def _decode(self, entry: ManifestEntry, start: int, size: int) -> np.ndarray:
+        """Samples `[start, start + size)` of `entry`. Only that window is decoded, unless the
+        whole file is needed: to resample it, or to standardize it by the statistics of the
+        whole utterance (fairseq's `normalize`)."""
+        if self.resample or self.normalize:
+            wav = load_audio(
+                entry, sample_rate=self.sample_rate, resample=self.resample, downmix=self.downmix
+            )
+            wav = standardize(wav) if self.normalize else wav
+            return wav[start : start + size]
+        wav = load_audio(
+            entry,
+            sample_rate=self.sample_rate,
+            downmix=self.downmix,
+            offset=start,
+            num_frames=size,
+        )
+        if len(wav) != size:
+            raise DataError(
+                f"{self.manifest.source or 'manifest'}: {entry.fileid!r} lists "
+                f"{entry.num_samples} samples but decoding [{start}, {start + size}) gave "
+                f"{len(wav)}; the manifest is stale: rebuild it with `sslspeech manifest`"
+            )
+        return wav

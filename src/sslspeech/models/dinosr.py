@@ -279,7 +279,9 @@ class DinoSR(EncoderModel):
         """Teacher FFN outputs of the last K layers on the unmasked input, instance-normalized
         over time (padding included, as the reference), at the selected frames:
         [codebook, frame, feature] float32."""
-        teacher = self.teacher(feats, frame_lengths, padded=padded)
+        # Detached (no_grad views of the student's features would still require grad, which
+        # module hooks such as torch's FLOP counter trip over).
+        teacher = self.teacher(feats.detach(), frame_lengths, padded=padded)
         stacked = torch.stack(teacher.ffn_outputs[-self.num_codebooks :]).float().flatten(0, 1)
         # F.instance_norm exactly as the reference (its statistics decide near-tie codewords
         # and the codebook sums; a two-pass variance drifts ~10x further from the fixtures).

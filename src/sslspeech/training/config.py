@@ -61,10 +61,18 @@ class RunConfig:
     """"auto": CUDA when available, else CPU."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    profile_steps: tuple[int, int] | None = None
+    """Record a torch.profiler trace of steps [start, end) into WORKDIR/profile/ (Chrome /
+    Perfetto JSON, one file per rank)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_steps")
         _check_non_negative(self, "validate_every")
+        window = self.profile_steps
+        if window is not None and not 0 <= window[0] < window[1]:
+            raise ConfigError(
+                f"run.profile_steps must be [start, end] with 0 <= start < end; got {list(window)}"
+            )
         if not self.workdir:
             raise ConfigError("run.workdir is empty: pass --workdir DIR or run.workdir=DIR")
 
@@ -114,7 +122,10 @@ class DataConfig:
     normalize: bool = False
     """Standardize each waveform to zero mean, unit variance (fairseq `task.normalize`)."""
     num_workers: int = 6
-    """DataLoader worker processes per rank (fairseq `dataset.num_workers`)."""
+    """DataLoader worker processes per rank (fairseq `dataset.num_workers`); they live for the
+    whole run, across epochs."""
+    prefetch_factor: int = 2
+    """Batches each DataLoader worker prepares ahead (with `num_workers` > 0)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_sample_size")
@@ -122,6 +133,7 @@ class DataConfig:
         _check_positive(self, "max_batch_samples")
         _check_positive(self, "num_buckets")
         _check_non_negative(self, "num_workers")
+        _check_positive(self, "prefetch_factor")
         if self.min_sample_size > self.max_sample_size:
             raise ConfigError(
                 f"data.min_sample_size ({self.min_sample_size}) is larger than "
@@ -197,6 +209,9 @@ class OptimConfig:
     """Micro-batches per optimizer step on each rank (fairseq `optimization.update_freq`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Autocast precision; float16 uses a gradient scaler (fairseq `common.fp16`)."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s of one device at `dtype`, for the logged MFU; None: from the table of
+    known GPUs in `sslspeech.training.flops` (no MFU on CPU)."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -207,6 +222,8 @@ class OptimConfig:
         _check_non_negative(self, "weight_decay")
         _check_non_negative(self, "clip_norm")
         _check_positive(self, "accumulation")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError(f"optim.peak_tflops must be > 0; got {self.peak_tflops}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,9 +272,13 @@ class DistributedConfig:
     `find_unused_parameters`)."""
     timeout_minutes: int = 30
     """Collective timeout."""
+    stop_check_every: int = 10
+    """Steps between the all-reduce that tells every rank a stop signal (preemption, time
+    limit) arrived; also checked at every checkpoint step."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "timeout_minutes")
+        _check_positive(self, "stop_check_every")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,6 +295,9 @@ class LoggingConfig:
     """wandb mode."""
     tensorboard: bool = False
     """Also write TensorBoard events under WORKDIR/tensorboard (fairseq `tensorboard_logdir`)."""
+    mfu: bool = True
+    """Count the model's FLOPs per audio-second once at start (torch's FLOP counter) and log
+    `tflops_per_gpu` and `mfu` (with a known GPU's peak or `optim.peak_tflops`)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "log_every")

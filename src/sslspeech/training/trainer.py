@@ -45,11 +45,13 @@ from sslspeech.training.distributed import (
     init_process_group,
     resolve_environment,
 )
+from sslspeech.training.flops import count_step_flops, peak_tflops, utilization
 from sslspeech.training.init import check_architecture, init_model, label_embeddings
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
 from sslspeech.training.optim import build_optimizer, build_scaler, build_scheduler, clip_gradients
 from sslspeech.training.parallelize import autocast, no_sync, parallelize
+from sslspeech.training.profiler import StepProfiler
 from sslspeech.units.kmeans import KMeans
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,8 @@ class Trainer:
             config=config.to_dict(),
             run_name=self.workdir.name,
         )
+        self.flops_per_audio_second = self.measure_flops() if config.logging.mfu else None
+        self.peak_tflops = peak_tflops(env.device, config.optim.dtype, config.optim.peak_tflops)
         self.meter = Meter()
         self.window_start = time.perf_counter()
         self.window_steps = 0
@@ -206,21 +210,36 @@ class Trainer:
         max_steps = self.config.run.max_steps
         batches = self.batches()
         bar = self.progress_bar()
+        profiler = StepProfiler(self.config.run.profile_steps, self.workdir, self.env)
         while self.state.step < max_steps:
+            profiler.before_step(self.state.step)
             micro_batches = [next(batches) for _ in range(self.config.optim.accumulation)]
             self.train_step(micro_batches)
             self.meter.add(self.objective.after_step(self.model, self.state.step))
+            profiler.after_step(self.state.step)
             self.maybe_freeze()
             self.maybe_log(bar)
             saved = self.maybe_save()
             self.maybe_validate(saved)
-            if any_rank(self.stop.requested, self.cpu_group):
+            if self.stop_requested(saved):
                 if not saved:
                     self.save()
+                profiler.close()
                 return self.summary("preempted")
+        profiler.close()
         if self.saved_step != self.state.step:
             self.save()
         return self.summary("completed")
+
+    def stop_requested(self, saved: bool) -> bool:
+        """Whether any rank got a stop signal: asked every `distributed.stop_check_every` steps
+        and at checkpoint steps (one small all-reduce, not one per step)."""
+        if self.cpu_group is None:
+            return self.stop.requested
+        every = self.config.distributed.stop_check_every
+        if not saved and self.state.step % every:
+            return False
+        return any_rank(self.stop.requested, self.cpu_group)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> None:
         """Forward/backward each micro-batch, then one clipped, scheduled AdamW step."""
@@ -275,6 +294,9 @@ class Trainer:
             "audio_seconds_per_second": audio / elapsed,
             "memory_gb": memory_gb(self.env.device),
         }
+        if self.flops_per_audio_second is not None:
+            per_gpu = audio / elapsed / self.env.world_size
+            record.update(utilization(self.flops_per_audio_second, per_gpu, self.peak_tflops))
         self.metrics.write(record)
         self.last_record = record
         if bar is not None:
@@ -315,14 +337,16 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Training batches forever, epoch after epoch, from the resumed position."""
-        while True:
-            self.train_data.set_epoch(self.state.epoch)
-            for batch in self.train_data.loader():
-                self.state.position += 1
-                yield batch
-            self.state.epoch += 1
-            self.state.position = 0
+        """Training batches forever from the resumed position: one loader (its workers and
+        prefetching live across epochs); `state` follows the batches training consumed."""
+        self.train_data.set_epoch(self.state.epoch)
+        per_epoch = len(self.train_data.sampler)
+        for batch in self.train_data.loader(endless=True):
+            if self.state.position == per_epoch:
+                self.state.epoch += 1
+                self.state.position = 0
+            self.state.position += 1
+            yield batch
 
     def parallelize(self) -> nn.Module:
         """The model as the loop calls it (compiled once, DDP-wrapped when distributed)."""
@@ -334,6 +358,20 @@ class Trainer:
         return parallelize(
             self.model, self.env, compile=compile_now, find_unused_parameters=find_unused
         )
+
+    def measure_flops(self) -> float:
+        """FLOPs per audio-second of one training step (forward + backward), counted on one
+        utterance of the training crop length (at most 4 s, to keep the count quick)."""
+        num_samples = min(self.config.data.max_sample_size, 4 * SAMPLE_RATE)
+        batch = to_device(self.train_data.probe_batch(num_samples), self.env.device)
+
+        def step(model: nn.Module) -> torch.Tensor:
+            with autocast(self.env.device, self.config.optim.dtype):
+                return self.objective(model, batch).total
+
+        flops = count_step_flops(self.model, step)
+        log.info("%.3g GFLOP per audio-second (forward + backward)", flops / num_samples * 16e-6)
+        return flops * SAMPLE_RATE / num_samples
 
     def progress_bar(self) -> Any:
         if not (self.env.is_main and self.config.logging.progress and sys.stderr.isatty()):
@@ -367,7 +405,9 @@ class Trainer:
         """Write `step_N.pt` (rank 0) with every rank's sampler position and RNG states."""
         rank_state = {
             "rank": self.env.rank,
-            "sampler": self.train_data.sampler.state_dict(position=self.state.position),
+            "sampler": self.train_data.sampler.state_dict(
+                epoch=self.state.epoch, position=self.state.position
+            ),
             "rng": ckpt.capture_rng(),
             "checksum": state_checksum(self.model),
         }

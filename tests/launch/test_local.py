@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from sslspeech.launch.local import launch_local, worker_environments
 from sslspeech.training.checkpoint import load_checkpoint
 from sslspeech.training.metrics import read_metrics
-from tests.training.conftest import CONFIGS, REPO, small_run
+from tests.training.conftest import CONFIGS, small_run, subprocess_env
 
 # One utterance per batch (16 batches per epoch): 4 steps of 2 batches stay in the first epoch,
 # so both runs see the same global batches.
@@ -34,7 +33,7 @@ def _command(workdir: Path, manifest: Path, *extra: str) -> list[str]:
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(
     tmp_path: Path, tone_manifest: Path
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_command(one, tone_manifest, "optim.accumulation=2"), env=env, check=True)
     subprocess.run([*_command(two, tone_manifest), "--nproc", "2"], env=env, check=True)
@@ -52,7 +51,7 @@ def test_two_processes_keep_teacher_and_codebooks_identical(
     tmp_path: Path, tone_manifest: Path
 ) -> None:
     """SpidR's buffers (codebooks) and teacher match across ranks at every checkpoint."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     command = [
         sys.executable,
         "-m",

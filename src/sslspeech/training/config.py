@@ -190,6 +190,10 @@ class OptimConfig:
     """Micro-batches per optimizer step on each rank (fairseq `optimization.update_freq`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Autocast precision; float16 uses a gradient scaler (fairseq `common.fp16`)."""
+    max_nonfinite_steps: int = 5
+    """Steps in a row whose loss or gradient norm is not finite that are skipped (no update);
+    one more stops the run with an error. float16 overflows, which the gradient scaler skips
+    itself, count only when the loss is not finite."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -200,6 +204,7 @@ class OptimConfig:
         _check_non_negative(self, "weight_decay")
         _check_non_negative(self, "clip_norm")
         _check_positive(self, "accumulation")
+        _check_non_negative(self, "max_nonfinite_steps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +352,54 @@ SECTIONS: dict[str, type] = {
     "distributed": DistributedConfig,
     "logging": LoggingConfig,
 }
+
+
+RESUMABLE_CHANGES = (
+    "run.workdir",
+    "run.max_steps",
+    "run.validate_every",
+    "run.validation",
+    "run.init_from",
+    "run.device",
+    "run.compile",
+    "data.manifest",
+    "data.val_manifest",
+    "data.num_workers",
+    "optim.max_nonfinite_steps",
+    "checkpoint.",
+    "distributed.",
+    "logging.",
+)
+"""Keys (or section prefixes) a resumed run may change silently: length, paths, cadence,
+logging, where it runs; any other change needs `--apply-config-changes` or `--restart`."""
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """ "key: old -> new" for every resolved value (model fields included) that differs, except
+    the `RESUMABLE_CHANGES`."""
+    before, after = _flat(old), _flat(new)
+    return [
+        f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+
+
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    flat = {
+        f"{name}.{f.name}": getattr(getattr(config, name), f.name)
+        for name in SECTIONS
+        if name != "model"
+        for f in dataclasses.fields(getattr(config, name))
+    }
+    flat["model.type"] = config.model.type
+    model = dataclasses.asdict(config.model_config())
+    flat.update({f"model.{key}": value for key, value in model.items()})
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else repr(value)
 
 
 def model_config_class(model_type: str) -> type:

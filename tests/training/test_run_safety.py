@@ -5,6 +5,7 @@ without saving its non-finite state, and metrics stay strict JSON without duplic
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
 import subprocess
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from sslspeech.cli import main
 from sslspeech.errors import ConfigError
 from sslspeech.training.checkpoint import list_checkpoints
 from sslspeech.training.config import load_config
 from sslspeech.training.distributed import resolve_environment
+from sslspeech.training.objectives import Loss
 from sslspeech.training.optim import lr_scale
 from sslspeech.training.trainer import LOCK_FILE, Trainer, train
 from sslspeech.utils.runlock import lock_held
@@ -151,3 +154,43 @@ def test_an_infinite_learning_rate_stops_the_run_without_saving_it(
     assert main([*args, "checkpoint.save_every=1", "--restart"]) == 1
     assert "the model's parameters are not finite; not saving" in capsys.readouterr().err
     assert list_checkpoints(workdir / "checkpoints") == []
+
+
+class NonFiniteAt:
+    """An objective whose loss is NaN at the given (1-based) steps, else the wrapped one's."""
+
+    def __init__(self, inner: Any, trainer: Trainer, steps: set[int]) -> None:
+        self.inner, self.trainer, self.steps = inner, trainer, steps
+        self.freeze_step = inner.freeze_step
+
+    def __call__(self, module: Any, batch: dict[str, Any]) -> Loss:
+        loss = self.inner(module, batch)
+        if self.trainer.state.step + 1 in self.steps:
+            return Loss(total=loss.total * math.nan, count=loss.count, stats=loss.stats)
+        return loss
+
+    def after_step(self, model: Any, step: int) -> dict[str, float]:
+        return dict(self.inner.after_step(model, step))
+
+    def resume(self, model: Any, step: int) -> None:
+        self.inner.resume(model, step)
+
+
+def test_a_few_non_finite_steps_are_skipped_and_the_run_goes_on(
+    tmp_path: Path, tone_manifest: Path
+) -> None:
+    """Two NaN losses in a row (limit 5): no update for them, then training continues."""
+    overrides = small_run(tmp_path, tone_manifest, "run.max_steps=5", "logging.log_every=1")
+    trainer = Trainer(load_config(TINY, overrides), resolve_environment("cpu", {}))
+    trainer.objective = NonFiniteAt(trainer.objective, trainer, {2, 3})
+    try:
+        assert trainer.fit()["status"] == "completed"
+    finally:
+        trainer.close()
+    updates = {int(state["step"]) for state in trainer.optimizer.state.values()}
+    assert updates == {3}  # AdamW's own step count: 5 steps, 2 skipped
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    losses = [r["loss"] for r in strict_records(tmp_path / "metrics.jsonl")]
+    assert losses[1] is None and losses[2] is None
+    assert all(loss is not None and loss > 0 for loss in (losses[0], *losses[3:]))
+    assert list_checkpoints(tmp_path / "checkpoints")[-1][0] == 5

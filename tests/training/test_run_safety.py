@@ -24,7 +24,7 @@ from sslspeech.training.config import load_config
 from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.objectives import Loss
 from sslspeech.training.optim import lr_scale
-from sslspeech.training.trainer import LOCK_FILE, Trainer, train
+from sslspeech.training.trainer import TRAIN_LOCK_FILE, Trainer, train
 from sslspeech.utils.runlock import lock_held
 from tests.training.conftest import CONFIGS, small_run, subprocess_env
 
@@ -51,7 +51,7 @@ def test_a_second_training_on_a_busy_workdir_is_refused_and_names_the_holder(
     args += ["run.max_steps=100000", "checkpoint.save_every=100000"]
     env = subprocess_env()
     first = subprocess.Popen([sys.executable, "-m", "sslspeech", *args], env=env)
-    lock, metrics = workdir / LOCK_FILE, workdir / "metrics.jsonl"
+    lock, metrics = workdir / TRAIN_LOCK_FILE, workdir / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
         while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):

@@ -54,7 +54,7 @@ from sslspeech.utils.runlock import hold_lock
 log = logging.getLogger(__name__)
 
 OnCheckpoint = Callable[[Path, int], None]
-LOCK_FILE = ".train.lock"
+TRAIN_LOCK_FILE = ".train.lock"
 
 
 class DivergedError(SSLSpeechError):
@@ -516,7 +516,7 @@ class Trainer:
         optim = self.config.optim
         for group in self.optimizer.param_groups:
             group.update(betas=optim.betas, eps=optim.eps, initial_lr=optim.lr)
-            group["weight_decay"] = optim.weight_decay if group["name"] == "decay" else 0.0
+            group["weight_decay"] = 0.0 if group.get("name") == "no_decay" else optim.weight_decay
         self.scheduler.base_lrs = [optim.lr] * len(self.optimizer.param_groups)
         step = self.scheduler.last_epoch
         for group, scale in zip(
@@ -528,7 +528,7 @@ class Trainer:
 def workdir_lock(workdir: str | Path) -> contextlib.AbstractContextManager[None]:
     """One training at a time in `workdir` (the lock says which process holds it)."""
     return hold_lock(
-        Path(workdir) / LOCK_FILE,
+        Path(workdir) / TRAIN_LOCK_FILE,
         what="training",
         advice="wait for it to finish, stop that process, or use another run.workdir",
     )

@@ -375,8 +375,8 @@ logging, where it runs; any other change needs `--apply-config-changes` or `--re
 
 
 def config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
-    """ "key: old -> new" for every resolved value (model fields included) that differs, except
-    the `RESUMABLE_CHANGES`."""
+    """Every resolved value (model fields included) that differs, as "key: old -> new",
+    except the `RESUMABLE_CHANGES`."""
     before, after = _flat(old), _flat(new)
     return [
         f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
@@ -386,15 +386,12 @@ def config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
+    """`section.key` -> value; the model's every field, defaults included."""
+    tables = {**config.to_dict(), "model": dataclasses.asdict(config.model_config())}
     flat = {
-        f"{name}.{f.name}": getattr(getattr(config, name), f.name)
-        for name in SECTIONS
-        if name != "model"
-        for f in dataclasses.fields(getattr(config, name))
+        f"{name}.{key}": value for name, table in tables.items() for key, value in table.items()
     }
     flat["model.type"] = config.model.type
-    model = dataclasses.asdict(config.model_config())
-    flat.update({f"model.{key}": value for key, value in model.items()})
     return flat
 
 

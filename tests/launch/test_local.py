@@ -4,7 +4,6 @@ worker stops the others."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from sslspeech.launch.local import launch_local, worker_environments
 from sslspeech.training.checkpoint import TrainingCheckpoint
 from sslspeech.training.metrics import read_metrics
-from tests.training.conftest import CONFIGS, REPO, small_run
+from tests.training.conftest import CONFIGS, small_run, subprocess_env
 
 # One utterance per batch (16 batches per epoch): 4 steps of 2 batches stay in the first epoch,
 # so both runs see the same global batches.
@@ -40,8 +39,7 @@ def _train(config: str, workdir: Path, manifest: Path, *extra: str) -> None:
         "logging.progress=false",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
-    subprocess.run(command, env=env, check=True)
+    subprocess.run(command, env=subprocess_env(), check=True)
 
 
 def _state_tensors(checkpoint: TrainingCheckpoint) -> dict[str, torch.Tensor]:
@@ -78,7 +76,7 @@ def test_two_processes_keep_teacher_and_codebooks_identical(
     tmp_path: Path, tone_manifest: Path
 ) -> None:
     """SpidR's buffers (codebooks) and teacher match across ranks at every checkpoint."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     command = [
         sys.executable,
         "-m",

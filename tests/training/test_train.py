@@ -5,7 +5,6 @@ resumes mid-epoch, `sslspeech validate` scores every checkpoint and points best.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from sslspeech.training.config import load_config
 from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.metrics import MetricsLog, read_metrics
 from sslspeech.training.trainer import Trainer, train
-from tests.training.conftest import CONFIGS, REPO, single_thread, small_run
+from tests.training.conftest import CONFIGS, single_thread, small_run, subprocess_env
 
 MODELS = ("hubert", "spidr", "dinosr")
 
@@ -131,8 +130,7 @@ def _train_command(workdir: Path, manifest: Path, *extra: str) -> list[str]:
 
 
 def _environment() -> dict[str, str]:
-    sources = f"{REPO / 'src'}{os.pathsep}{REPO}"  # this checkout, not an installed copy
-    return {**os.environ, "PYTHONPATH": sources, "OMP_NUM_THREADS": "1"}  # as one_thread
+    return subprocess_env()
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:

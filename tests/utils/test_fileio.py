@@ -70,7 +70,8 @@ def test_enospc_in_atomic_open_is_one_clear_error(tmp_path, monkeypatch):
 def test_torch_save_writer_error_on_a_full_disk(tmp_path, monkeypatch):
     """torch.save's 'unexpected pos' RuntimeError on a full disk becomes DiskFullError with the
     checkpoint's size; the previous checkpoint is untouched and no temporary file remains."""
-    from sslspeech.training.checkpoint import save_checkpoint
+    from sslspeech.interop import LoadedCheckpoint
+    from sslspeech.training.checkpoint import TrainingCheckpoint
 
     target = tmp_path / "step_1.pt"
     target.write_bytes(b"previous")
@@ -82,9 +83,12 @@ def test_torch_save_writer_error_on_a_full_disk(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(torch, "save", failing_save)
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9, 0))
-    state = {"model": {"w": torch.zeros(3_000_000)}}  # 12 MB
+    model = LoadedCheckpoint("hubert", {}, {"w": torch.zeros(3_000_000)}, "test")  # 12 MB
+    checkpoint = TrainingCheckpoint(
+        model, {}, {}, {}, step=1, epoch=0, world_size=1, ranks=[], config={}
+    )
     with pytest.raises(DiskFullError, match=r"needed about 12 MB to write step_1\.pt, 0\.0 MB"):
-        save_checkpoint(state, target)
+        checkpoint.save(target)
     assert target.read_bytes() == b"previous" and _leftovers(tmp_path) == ["step_1.pt"]
 
 

@@ -37,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--restart", action="store_true", help="delete the run's checkpoints and start over"
     )
     parser.add_argument(
+        "--apply-config-changes",
+        action="store_true",
+        help="resume even though hyper-parameters differ from the checkpoint's: the new values "
+        "apply from its step (a new learning-rate schedule, other masks or batches)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the job; run nothing"
     )
     slurm = parser.add_argument_group("SLURM (submitit)")
@@ -78,39 +84,55 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config, args)
     workdir = Path(config.run.workdir)
-    if args.restart:
-        from sslspeech.training.trainer import clear_run
-
-        clear_run(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    _prepare_workdir(config, args)
     if args.slurm:
         from sslspeech.launch.slurm import submit_training
 
-        job = submit_training(config, _slurm_options(args))
+        options = _slurm_options(args)
+        job = submit_training(config, options, apply_config_changes=args.apply_config_changes)
         print(json.dumps({"job_id": str(job.job_id), "workdir": str(workdir)}))
         return 0
     if args.nproc > 1:
-        from sslspeech.launch.local import launch_local
-        from sslspeech.training.config import save_config
+        from sslspeech.launch.local import launch_local, worker_command
 
-        save_config(config, workdir / "config.toml")
-        return launch_local(workdir / "config.toml", args.nproc)
-    return _train_here(config)
+        command = worker_command(workdir / "config.toml")
+        if args.apply_config_changes:
+            command.append("--apply-config-changes")
+        return launch_local(workdir / "config.toml", args.nproc, command=command)
+    return _train_here(config, args.apply_config_changes)
 
 
-def _train_here(config: Any) -> int:
+def _prepare_workdir(config: Any, args: argparse.Namespace) -> None:
+    """`--restart` clears the run, `--nproc` writes the workers' config.toml: both only while
+    no other training holds the run directory."""
+    from sslspeech.training.config import save_config
+    from sslspeech.training.trainer import clear_run, workdir_lock
+
+    workdir = Path(config.run.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (args.restart or args.nproc > 1):
+        return  # a torchrun worker, too: its rank 0 takes the lock in `train`
+    with workdir_lock(workdir):
+        if args.restart:
+            clear_run(workdir)
+        if args.nproc > 1:
+            save_config(config, workdir / "config.toml")
+
+
+def _train_here(config: Any, apply_config_changes: bool) -> int:
     from sslspeech.launch.slurm import requeue_current_job
     from sslspeech.training.distributed import resolve_environment
+    from sslspeech.training.metrics import json_safe
     from sslspeech.training.trainer import StopFlag, train
 
     stop = StopFlag().install((signal.SIGUSR1, signal.SIGTERM))
     try:
-        summary = train(config, stop=stop)
+        summary = train(config, stop=stop, apply_config_changes=apply_config_changes)
     finally:
         stop.restore()
     main_process = resolve_environment("cpu").is_main
     if main_process:
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary)))
     if summary["status"] == "preempted" and stop.signum is not None:
         if main_process:
             requeue_current_job()

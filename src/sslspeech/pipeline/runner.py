@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +26,7 @@ from sslspeech.pipeline.state import (
     write_state,
 )
 from sslspeech.utils.fileio import atomic_open
+from sslspeech.utils.runlock import hold_lock, lock_held
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,12 @@ class Runner:
                 self._save_plan(plan)
         return list(states.values())
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        path = self.run_dir / LOCK_FILE
-        with path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise SSLSpeechError(
-                    f"another pipeline is running in {self.run_dir} (lock {path}); wait for it "
-                    "or stop it before starting a new one"
-                ) from error
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return hold_lock(
+            self.run_dir / LOCK_FILE,
+            what="pipeline",
+            advice="wait for it or stop that process before starting a new one",
+        )
 
     def _write_plan(self, session: dict[str, Any]) -> dict[str, Any]:
         path = self.run_dir / PLAN_FILE
@@ -221,13 +212,4 @@ class Runner:
 
 def runner_alive(run_dir: Path) -> bool:
     """True while some process holds the run directory's lock."""
-    path = run_dir / LOCK_FILE
-    if not path.is_file():
-        return False
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return lock_held(run_dir / LOCK_FILE)

@@ -212,6 +212,10 @@ class OptimConfig:
     peak_tflops: float | None = None
     """Peak TFLOP/s of one device at `dtype`, for the logged MFU; None: from the table of
     known GPUs in `sslspeech.training.flops` (no MFU on CPU)."""
+    max_nonfinite_steps: int = 5
+    """Steps in a row whose loss or gradient norm is not finite that are skipped (no update);
+    one more stops the run with an error. float16 overflows, which the gradient scaler skips
+    itself, count only when the loss is not finite."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -224,6 +228,7 @@ class OptimConfig:
         _check_positive(self, "accumulation")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise ConfigError(f"optim.peak_tflops must be > 0; got {self.peak_tflops}")
+        _check_non_negative(self, "max_nonfinite_steps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,6 +384,51 @@ SECTIONS: dict[str, type] = {
     "distributed": DistributedConfig,
     "logging": LoggingConfig,
 }
+
+
+RESUMABLE_CHANGES = (
+    "run.workdir",
+    "run.max_steps",
+    "run.validate_every",
+    "run.validation",
+    "run.init_from",
+    "run.device",
+    "run.compile",
+    "data.manifest",
+    "data.val_manifest",
+    "data.num_workers",
+    "optim.max_nonfinite_steps",
+    "checkpoint.",
+    "distributed.",
+    "logging.",
+)
+"""Keys (or section prefixes) a resumed run may change silently: length, paths, cadence,
+logging, where it runs; any other change needs `--apply-config-changes` or `--restart`."""
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Every resolved value (model fields included) that differs, as "key: old -> new",
+    except the `RESUMABLE_CHANGES`."""
+    before, after = _flat(old), _flat(new)
+    return [
+        f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+
+
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    """`section.key` -> value; the model's every field, defaults included."""
+    tables = {**config.to_dict(), "model": dataclasses.asdict(config.model_config())}
+    flat = {
+        f"{name}.{key}": value for name, table in tables.items() for key, value in table.items()
+    }
+    flat["model.type"] = config.model.type
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else repr(value)
 
 
 def model_config_class(model_type: str) -> type:

@@ -12,7 +12,9 @@ Everything around it (model, objective, optimizer, data, checkpoints, resume) is
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import shutil
 import signal
@@ -30,12 +32,12 @@ import torch.distributed as dist
 from torch import nn
 
 from sslspeech.data.audio import SAMPLE_RATE
-from sslspeech.errors import CheckpointError
+from sslspeech.errors import CheckpointError, ConfigError, SSLSpeechError
 from sslspeech.interop import LoadedCheckpoint
 from sslspeech.models.pretrained import Pretrained
 from sslspeech.models.registry import model_class
 from sslspeech.training import checkpoint as ckpt
-from sslspeech.training.config import TrainConfig, save_config
+from sslspeech.training.config import TrainConfig, config_changes, resolve_config, save_config
 from sslspeech.training.data import Split, build_split, to_device
 from sslspeech.training.distributed import (
     DistributedEnvironment,
@@ -53,10 +55,16 @@ from sslspeech.training.optim import build_optimizer, build_scaler, build_schedu
 from sslspeech.training.parallelize import autocast, no_sync, parallelize
 from sslspeech.training.profiler import StepProfiler
 from sslspeech.units.kmeans import KMeans
+from sslspeech.utils.runlock import hold_lock
 
 log = logging.getLogger(__name__)
 
 OnCheckpoint = Callable[[Path, int], None]
+TRAIN_LOCK_FILE = ".train.lock"
+
+
+class DivergedError(SSLSpeechError):
+    """The loss or gradient norm stayed non-finite, or the parameters are: the run stopped."""
 
 
 @dataclass
@@ -147,8 +155,11 @@ class Trainer:
         *,
         stop: StopFlag | None = None,
         on_checkpoint: OnCheckpoint | None = None,
+        apply_config_changes: bool = False,
     ) -> None:
         self.config, self.env = config, env
+        self.apply_config_changes = apply_config_changes
+        self.nonfinite_steps = 0
         self.workdir = Path(config.run.workdir)
         self.stop = stop or StopFlag()
         self.on_checkpoint = on_checkpoint
@@ -187,6 +198,7 @@ class Trainer:
         self.module = self.parallelize()
         if env.is_main:
             save_config(config, self.workdir / "config.toml")
+            truncate_metrics(self.workdir / "metrics.jsonl", self.state.step)
         self.metrics = MetricsLog(
             self.workdir / "metrics.jsonl",
             enabled=env.is_main,
@@ -264,7 +276,8 @@ class Trainer:
             torch._foreach_mul_(grads, self.env.world_size / max(float(frames), 1.0))
         grad_norm = clip_gradients(self.model.parameters(), self.config.optim.clip_norm)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scaler.step(self.optimizer)
+        if self.should_update(losses, grad_norm):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -274,6 +287,47 @@ class Trainer:
         count = float(sum(loss.count for loss in losses))
         self.meter.add({"loss_sum": total, "loss_count": count, "grad_norm": grad_norm})
         self.meter.add({"lr": lr, "audio_seconds": audio})
+
+    def should_update(self, losses: list[Loss], grad_norm: torch.Tensor) -> bool:
+        """False when this step's loss or gradient norm is not finite on some rank (the update
+        is skipped); more than `optim.max_nonfinite_steps` such steps in a row stop the run.
+        Under float16 the gradient scaler skips overflowing updates itself: only a non-finite
+        loss counts, and the scaler still steps."""
+        values = [loss.total.detach().float().sum() for loss in losses]
+        if not self.scaler.is_enabled():
+            values.append(grad_norm.detach().float().to(values[0].device))
+        finite = not any_rank(not bool(torch.isfinite(torch.stack(values)).all()), self.cpu_group)
+        if finite:
+            self.nonfinite_steps = 0
+            return True
+        self.nonfinite_steps += 1
+        limit = self.config.optim.max_nonfinite_steps
+        if self.nonfinite_steps > limit:
+            raise DivergedError(
+                f"step {self.state.step + 1}: the loss or gradient norm was not finite for "
+                f"{self.nonfinite_steps} steps in a row (optim.max_nonfinite_steps = {limit}); "
+                f"the run stopped without saving. {self.last_good_checkpoint()} Lower optim.lr "
+                f"(now {self.config.optim.lr}) or check the data, then rerun with --restart."
+            )
+        log.warning(
+            "step %d: non-finite loss or gradient norm, update skipped (%d in a row)",
+            self.state.step + 1,
+            self.nonfinite_steps,
+        )
+        return self.scaler.is_enabled()
+
+    def refuse_nonfinite_state(self) -> None:
+        """A model with a non-finite parameter or buffer is never saved (nor becomes last.pt)."""
+        if not math.isfinite(state_checksum(self.model)):
+            raise DivergedError(
+                f"step {self.state.step}: the model's parameters are not finite; not saving a "
+                f"checkpoint. {self.last_good_checkpoint()} Lower optim.lr (now "
+                f"{self.config.optim.lr}) or check the data, then rerun with --restart."
+            )
+
+    def last_good_checkpoint(self) -> str:
+        latest = self.checkpoints.latest()
+        return f"The last checkpoint is {latest}." if latest else "No checkpoint was saved."
 
     def maybe_log(self, bar: Any) -> None:
         """Every `logging.log_every` steps: one metrics line (all ranks reduce, rank 0 writes)."""
@@ -403,6 +457,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write `step_N.pt` (rank 0) with every rank's sampler position and RNG states."""
+        self.refuse_nonfinite_state()
         rank_state = {
             "rank": self.env.rank,
             "sampler": self.train_data.sampler.state_dict(
@@ -455,10 +510,13 @@ class Trainer:
                 f"{path} holds a {saved.model.model_type} run but the config trains "
                 f"{self.config.model.type}; use another run.workdir or --restart"
             )
+        self.check_config_changes(saved.config, path)
         self.model.load_state_dict(saved.model.state_dict)
         self.optimizer.load_state_dict(saved.optimizer)
         self.scheduler.load_state_dict(saved.scheduler)
         self.scaler.load_state_dict(saved.scaler)
+        if self.apply_config_changes:
+            self.apply_optimizer_config()
         self.state = TrainState(step=saved.step, epoch=saved.epoch)
         self.saved_step = self.state.step
         if saved.world_size == self.env.world_size:
@@ -477,9 +535,48 @@ class Trainer:
             )
             self.state.epoch += 1
             seed_everything(self.config.run.seed + self.env.rank + self.state.step)
-        if self.env.is_main:
-            truncate_metrics(self.workdir / "metrics.jsonl", self.state.step)
         log.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
+
+    def check_config_changes(self, saved: dict[str, Any], path: Path) -> None:
+        """Refuse to resume with other hyper-parameters than the checkpoint's (a diff and the
+        ways out), unless `apply_config_changes`; what may change is `RESUMABLE_CHANGES`."""
+        if self.apply_config_changes:
+            return
+        try:
+            changes = config_changes(resolve_config(saved, source=str(path)), self.config)
+        except ConfigError as error:
+            changes = [f"(the checkpoint's config no longer resolves: {error})"]
+        if changes:
+            raise ConfigError(
+                f"{path} was trained with another config; changed:\n  "
+                + "\n  ".join(changes)
+                + "\nresume with the checkpoint's values (undo these changes), start over with "
+                "--restart, or continue from this checkpoint with the new values (a new learning "
+                "rate schedule from its step) with --apply-config-changes"
+            )
+
+    def apply_optimizer_config(self) -> None:
+        """After loading a checkpoint: the optimizer takes the config's hyper-parameters and the
+        schedule its peak rate (the loaded state keeps the old ones), from the loaded step."""
+        optim = self.config.optim
+        for group in self.optimizer.param_groups:
+            group.update(betas=optim.betas, eps=optim.eps, initial_lr=optim.lr)
+            group["weight_decay"] = 0.0 if group.get("name") == "no_decay" else optim.weight_decay
+        self.scheduler.base_lrs = [optim.lr] * len(self.optimizer.param_groups)
+        step = self.scheduler.last_epoch
+        for group, scale in zip(
+            self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = optim.lr * scale(step)
+
+
+def workdir_lock(workdir: str | Path) -> contextlib.AbstractContextManager[None]:
+    """One training at a time in `workdir` (the lock says which process holds it)."""
+    return hold_lock(
+        Path(workdir) / TRAIN_LOCK_FILE,
+        what="training",
+        advice="wait for it to finish, stop that process, or use another run.workdir",
+    )
 
 
 def clear_run(workdir: str | Path) -> None:
@@ -497,14 +594,34 @@ def train(
     env: DistributedEnvironment | None = None,
     stop: StopFlag | None = None,
     on_checkpoint: OnCheckpoint | None = None,
+    apply_config_changes: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the training of `config` in this process: joins the process group when
-    launched with several, trains, leaves it. Returns {"status", "step", "checkpoint", "loss"}."""
+    launched with several, trains, leaves it. Returns {"status", "step", "checkpoint", "loss"}.
+    The main process holds the run directory's lock; `apply_config_changes`: see `Trainer`."""
     env = env or resolve_environment(config.run.device)
+    lock = workdir_lock(config.run.workdir) if env.is_main else contextlib.nullcontext()
+    with lock:
+        return _train(config, env, stop, on_checkpoint, apply_config_changes)
+
+
+def _train(
+    config: TrainConfig,
+    env: DistributedEnvironment,
+    stop: StopFlag | None,
+    on_checkpoint: OnCheckpoint | None,
+    apply_config_changes: bool,
+) -> dict[str, Any]:
     joined = env.is_distributed and not dist.is_initialized()
     init_process_group(env, config.distributed.backend, config.distributed.timeout_minutes)
     try:
-        trainer = Trainer(config, env, stop=stop, on_checkpoint=on_checkpoint)
+        trainer = Trainer(
+            config,
+            env,
+            stop=stop,
+            on_checkpoint=on_checkpoint,
+            apply_config_changes=apply_config_changes,
+        )
         try:
             return trainer.fit()
         finally:

@@ -51,6 +51,6 @@ def dinosr_base_original(src: str | None = None, **kwargs: _Any) -> _Any:
 def load_model(src: str, **overrides: _Any) -> _Any:
     """Any supported checkpoint (file, folder, URL or HF id), format detected from content."""
     _import_registry()
-    from sslspeech.interop import load_model as load
+    from sslspeech.models import load_model as load
 
     return load(src, **overrides)

@@ -198,3 +198,21 @@ def test_label_embeddings_start_as_the_projected_centroids(
     KMeans(torch.randn(12, 7)).save(tmp_path / "km.safetensors")
     with pytest.raises(ConfigError, match=r"centroids of shape \(12, 7\), expected .*\(12, 32\)"):
         trainer(run)
+
+
+def test_paths_are_checked_before_the_run_but_hub_ids_and_urls_are_not(
+    tone_manifest: Path, tmp_path: Path
+) -> None:
+    """`check_paths` names a missing local `run.init_from` or centroid file; an HF id or a URL
+    is left to the loader."""
+    from sslspeech.training.config import check_paths
+
+    for remote in ("facebook/hubert-base-ls960", "https://example.org/hubert.pt"):
+        check_paths(config(tmp_path, tone_manifest, "hubert_pretrain", f"run.init_from={remote}"))
+    missing = config(tmp_path, tone_manifest, "hubert_pretrain",
+                     f"run.init_from={tmp_path / 'nope.pt'}",
+                     f"run.init_labels_from={tmp_path / 'km.safetensors'}")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"run.init_labels_from: no such file .*km.safetensors"):
+        check_paths(missing)
+    with pytest.raises(ConfigError, match=r"run.init_from: no such file or directory .*nope.pt"):
+        check_paths(missing)

@@ -4,9 +4,13 @@ of a continued HuBERT run after N steps, versus random label embeddings?
 The setting is the second HuBERT iteration on the synthetic demo corpus (configs/demo.toml,
 smaller): the demo pipeline trains it1 on MFCC k-means labels, extracts it1's best layer,
 clusters it (the centroids have the model's width) and writes the it2 labels. Then, per seed,
-three it2 runs of N steps: "centroids" (`run.init_from` = it1 + `run.init_labels_from` = its
-k-means), "random" (`run.init_from` = it1 only) and "scratch" (the recipe's it2). MFCC
-centroids (39-dim) cannot be projected: the first iteration has no such initialization.
+five it2 runs of N steps, all but "scratch" from `run.init_from` = it1:
+- "centroids": `run.init_labels_from` = it1's k-means (the it2 targets);
+- "shuffled": the same centroids given to the wrong clusters (same spread, no geometry);
+- "fresh": label embeddings drawn anew (`run.init_fresh = ["label_embeddings"]`);
+- "it1labels": it1's own label embeddings (of the MFCC clusters: loaded since K is the same);
+- "scratch": the recipe's it2, from random weights.
+MFCC centroids (39-dim) cannot be projected: the first iteration has no such initialization.
 
     PYTHONPATH=src python bench/init_labels.py [--steps 60] [--seeds 0 1] [--it1-steps 150]
 
@@ -33,8 +37,9 @@ from sslspeech.pipeline.run import run_recipe  # noqa: E402
 from sslspeech.training.config import load_config  # noqa: E402
 from sslspeech.training.metrics import read_metrics  # noqa: E402
 from sslspeech.training.trainer import train  # noqa: E402
+from sslspeech.units.kmeans import KMeans  # noqa: E402
 
-VARIANTS = ("centroids", "random", "scratch")
+VARIANTS = ("centroids", "shuffled", "fresh", "it1labels", "scratch")
 
 
 def emit(**fields: Any) -> None:
@@ -51,6 +56,20 @@ def demo_it2_inputs(run_dir: Path, args: argparse.Namespace) -> Path:
     ]
     run_recipe(load_recipe(CONFIGS / "demo.toml", overrides), run_dir)
     return run_dir
+
+
+def centroid_file(run_dir: Path, variant: str) -> Path:
+    """it1's k-means, or (`shuffled`) a copy whose rows are permuted (fixed seed)."""
+    kmeans = run_dir / "it1" / "kmeans.safetensors"
+    if variant == "centroids":
+        return kmeans
+    shuffled = run_dir / "bench" / "kmeans_shuffled.safetensors"
+    if not shuffled.is_file():
+        centroids = KMeans.load(kmeans).centroids
+        order = torch.randperm(len(centroids), generator=torch.Generator().manual_seed(0))
+        shuffled.parent.mkdir(parents=True, exist_ok=True)
+        KMeans(centroids[order]).save(shuffled)
+    return shuffled
 
 
 def continued_run(run_dir: Path, variant: str, seed: int, args: argparse.Namespace) -> dict:
@@ -72,8 +91,10 @@ def continued_run(run_dir: Path, variant: str, seed: int, args: argparse.Namespa
     ]
     if variant != "scratch":
         overrides.append(f"run.init_from={run_dir / 'it1' / 'train' / 'checkpoints' / 'last.pt'}")
-    if variant == "centroids":
-        overrides.append(f"run.init_labels_from={run_dir / 'it1' / 'kmeans.safetensors'}")
+    if variant == "fresh":
+        overrides.append('run.init_fresh=["label_embeddings"]')
+    if variant in ("centroids", "shuffled"):
+        overrides.append(f"run.init_labels_from={centroid_file(run_dir, variant)}")
     train(load_config(CONFIGS / "tiny_demo_hubert.toml", overrides))
     records = list(read_metrics(workdir / "metrics.jsonl"))
     curve = {r["step"]: r["loss"] for r in records if r["split"] == "train"}
@@ -90,17 +111,18 @@ def main() -> None:
     parser.add_argument("--speakers", type=int, default=8)
     parser.add_argument("--utterances", type=int, default=20)
     parser.add_argument("--batch-samples", type=int, default=256_000)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     run_dir = demo_it2_inputs(args.run_dir.absolute(), args)
     results = []
     for seed in args.seeds:  # variants interleaved within each seed
-        for variant in VARIANTS:
+        for variant in args.variants:
             result = continued_run(run_dir, variant, seed, args)
             emit(**result, steps=args.steps)
             results.append(result)
     summary: dict[str, Any] = {"steps": args.steps, "seeds": args.seeds}
-    for variant in VARIANTS:
+    for variant in args.variants:
         mine = [r for r in results if r["variant"] == variant]
         first = min(mine[0]["train_loss"])
         summary[variant] = {

@@ -183,7 +183,7 @@ def test_a_rerun_resumes_the_run_and_does_not_read_the_init_source_again(
 
 
 def test_label_embeddings_start_as_the_projected_centroids(
-    hf_encoder: Path, tone_manifest: Path, tmp_path: Path
+    hf_encoder: Path, tone_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Rows 4 + k are final_proj(c_k); centroids of another width are an error."""
     centroids = torch.randn(12, 32)
@@ -191,10 +191,12 @@ def test_label_embeddings_start_as_the_projected_centroids(
     labels = f"run.init_labels_from={tmp_path / 'km.safetensors'}"
     init = f"run.init_from={hf_encoder}"
     run = config(tmp_path, tone_manifest, "hubert_pretrain", init, labels, "model.num_classes=12")
-    model = trainer(run).model
+    with caplog.at_level(logging.INFO, logger="sslspeech.training.trainer"):
+        model = trainer(run).model
     with torch.no_grad():
         expected = model.final_proj(centroids)
     torch.testing.assert_close(model.label_embeddings[4:].detach(), expected)
+    assert re.search(r"initialized +label_embeddings +1  projected centroids of .*km", caplog.text)
     KMeans(torch.randn(12, 7)).save(tmp_path / "km.safetensors")
     with pytest.raises(ConfigError, match=r"centroids of shape \(12, 7\), expected .*\(12, 32\)"):
         trainer(run)
@@ -216,3 +218,20 @@ def test_paths_are_checked_before_the_run_but_hub_ids_and_urls_are_not(
         check_paths(missing)
     with pytest.raises(ConfigError, match=r"run.init_from: no such file or directory .*nope.pt"):
         check_paths(missing)
+
+
+def test_init_fresh_redraws_tensors_the_checkpoint_has(tmp_path: Path) -> None:
+    """Same K, new labels: `run.init_fresh = ["label_embeddings"]` keeps them out of the load."""
+    from sslspeech.interop import load_checkpoint
+    from sslspeech.models import HuBERTPretrain
+    from sslspeech.models.configs import HuBERTPretrainConfig
+    from sslspeech.training.init import initialize
+
+    config = HuBERTPretrainConfig(**ENCODER, num_classes=12, final_dim=16)
+    HuBERTPretrain(config).save_pretrained(tmp_path / "it1")
+    source = load_checkpoint(tmp_path / "it1")
+    model = HuBERTPretrain(config)
+    report = initialize(model, source, "it1", fresh=("label_embeddings",))
+    assert report.initialized == {"label_embeddings": "run.init_fresh"}
+    assert not torch.equal(model.label_embeddings, source.state_dict["label_embeddings"])
+    assert torch.equal(model.final_proj.weight, source.state_dict["final_proj.weight"])

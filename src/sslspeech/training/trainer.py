@@ -44,7 +44,7 @@ from sslspeech.training.distributed import (
     init_process_group,
     resolve_environment,
 )
-from sslspeech.training.init import check_architecture, init_model, label_embeddings
+from sslspeech.training.init import check_architecture, init_model
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
 from sslspeech.training.optim import (
@@ -56,7 +56,6 @@ from sslspeech.training.optim import (
     no_sync,
     parallelize,
 )
-from sslspeech.units.kmeans import KMeans
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +116,11 @@ def build_model(config: TrainConfig, resumed: ckpt.TrainingCheckpoint | None = N
         if base is not None:
             check_architecture(config.model.options, base, config.run.init_from or "")
         return cls(config.model_config(base))
-    if not config.run.init_from:
-        model = cls(config.model_config())
-    else:
-        model, report = init_model(config, config.run.init_from)
+    if config.run.init_from or config.run.init_labels_from:
+        model, report = init_model(config)
         log.info("%s", report.table())
-    if config.run.init_labels_from:
-        centroids = KMeans.load(config.run.init_labels_from).centroids
-        label_embeddings(model, centroids, config.run.init_labels_from)
-        log.info("label embeddings: projected centroids of %s", config.run.init_labels_from)
-    return model
+        return model
+    return cls(config.model_config())
 
 
 def state_checksum(model: nn.Module) -> float:

@@ -21,6 +21,7 @@ from sslspeech.models.configs import HuBERTConfig
 from sslspeech.models.spidr import SpidRConfig
 from sslspeech.training.config import TrainConfig, resolve_config
 from sslspeech.training.distributed import resolve_environment
+from sslspeech.training.init import label_embeddings
 from sslspeech.training.trainer import Trainer
 from sslspeech.units.kmeans import KMeans
 from tests.training.conftest import small_run
@@ -185,7 +186,8 @@ def test_a_rerun_resumes_the_run_and_does_not_read_the_init_source_again(
 def test_label_embeddings_start_as_the_projected_centroids(
     hf_encoder: Path, tone_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Rows 4 + k are final_proj(c_k); centroids of another width are an error."""
+    """Rows 4 + k are final_proj(c_k) and the table says so; centroids of another width, or a
+    model without label embeddings, are an error."""
     centroids = torch.randn(12, 32)
     KMeans(centroids).save(tmp_path / "km.safetensors")
     labels = f"run.init_labels_from={tmp_path / 'km.safetensors'}"
@@ -200,6 +202,8 @@ def test_label_embeddings_start_as_the_projected_centroids(
     KMeans(torch.randn(12, 7)).save(tmp_path / "km.safetensors")
     with pytest.raises(ConfigError, match=r"centroids of shape \(12, 7\), expected .*\(12, 32\)"):
         trainer(run)
+    with pytest.raises(ConfigError, match=r"only HuBERT pretraining .* a Linear has none"):
+        label_embeddings(torch.nn.Linear(2, 2), centroids, "km")
 
 
 def test_paths_are_checked_before_the_run_but_hub_ids_and_urls_are_not(

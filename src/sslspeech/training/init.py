@@ -12,7 +12,6 @@ source tensors the new model lacks are dropped.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +25,6 @@ from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.pretrained import Pretrained
 from sslspeech.models.registry import model_class
 from sslspeech.units.kmeans import KMeans
-
-log = logging.getLogger(__name__)
 
 ADJUSTABLE_ENCODER_FIELDS = frozenset(
     {"dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop"}

@@ -100,10 +100,12 @@ def test_an_hf_encoder_starts_hubert_pretraining_with_a_new_k(
 def test_a_spidr_checkpoint_starts_a_run_with_new_codebooks_or_hubert_heads(
     spidr_source: Path, tone_manifest: Path, tmp_path: Path
 ) -> None:
-    """SpidR -> SpidR with codebooks of 16: encoder and teacher loaded, heads and codebooks
-    fresh; SpidR -> HuBERT: its encoder loads, teacher, heads and codebooks are dropped."""
+    """SpidR (by file:// URL) -> SpidR with codebooks of 16: encoder and teacher loaded, heads
+    and codebooks fresh; SpidR -> HuBERT: its encoder loads, teacher, heads and codebooks are
+    dropped."""
     source = load_model(spidr_source).state_dict()
-    run = config(tmp_path / "a", tone_manifest, "spidr", f"run.init_from={spidr_source}",
+    url = spidr_source.as_uri()  # a URL goes through the hub resolver, as a remote one would
+    run = config(tmp_path / "a", tone_manifest, "spidr", f"run.init_from={url}",
                  "model.codebook_size=16", "model.num_codebooks=2")  # fmt: skip
     model = trainer(run).model
     own = model.state_dict()

@@ -98,11 +98,11 @@ def test_an_hf_encoder_starts_hubert_pretraining_with_a_new_k(
 
 
 def test_a_spidr_checkpoint_starts_a_run_with_new_codebooks_or_hubert_heads(
-    spidr_source: Path, tone_manifest: Path, tmp_path: Path
+    spidr_source: Path, tone_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SpidR (by file:// URL) -> SpidR with codebooks of 16: encoder and teacher loaded, heads
     and codebooks fresh; SpidR -> HuBERT: its encoder loads, teacher, heads and codebooks are
-    dropped."""
+    dropped, and a warning says SpidR was trained on standardized waveforms."""
     source = load_model(spidr_source).state_dict()
     url = spidr_source.as_uri()  # a URL goes through the hub resolver, as a remote one would
     run = config(tmp_path / "a", tone_manifest, "spidr", f"run.init_from={url}",
@@ -115,7 +115,9 @@ def test_a_spidr_checkpoint_starts_a_run_with_new_codebooks_or_hubert_heads(
         assert fits == (not name.startswith(("heads.", "codebooks."))), name
         assert not fits or torch.equal(own[name], tensor), name
     run = config(tmp_path / "b", tone_manifest, "hubert_pretrain", f"run.init_from={spidr_source}")
-    hubert = trainer(run).model
+    with caplog.at_level(logging.WARNING, logger="sslspeech.training.init"):
+        hubert = trainer(run).model
+    assert "trained with normalize_input=True, this run has data.normalize=False" in caplog.text
     assert hubert.config.pos_conv_depth == 5 and hubert.config.extractor_mode == "layer_norm"
     for name, tensor in hubert.state_dict().items():
         if name.startswith("encoder."):

@@ -12,6 +12,7 @@ source tensors the new model lacks are dropped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.pretrained import Pretrained
 from sslspeech.models.registry import model_class
 from sslspeech.units.kmeans import KMeans
+
+log = logging.getLogger(__name__)
 
 ADJUSTABLE_ENCODER_FIELDS = frozenset(
     {"dropout", "attention_dropout", "activation_dropout", "projection_dropout", "layer_drop"}
@@ -130,6 +133,7 @@ def init_model(config: Any) -> tuple[Pretrained, InitReport]:
         loaded = load_checkpoint(run.init_from)
         check_architecture(config.model.options, loaded.config, run.init_from)
         model = cls(config.model_config(loaded.config))
+        warn_if_normalization_differs(loaded.config, model.config, run.init_from)
         report = initialize(model, loaded, run.init_from, run.init_fresh)
     else:
         model = cls(config.model_config())
@@ -140,6 +144,20 @@ def init_model(config: Any) -> tuple[Pretrained, InitReport]:
         report.loaded = [name for name in report.loaded if name != "label_embeddings"]
         report.initialized["label_embeddings"] = f"projected centroids of {run.init_labels_from}"
     return model, report
+
+
+def warn_if_normalization_differs(source: Mapping[str, Any], config: Any, origin: str) -> None:
+    """The source was trained on standardized waveforms and this run is not (or the reverse)."""
+    before, now = source.get("normalize_input"), getattr(config, "normalize_input", None)
+    if before is not None and now is not None and before != now:
+        log.warning(
+            "run.init_from %s was trained with normalize_input=%s, this run has data.normalize=%s;"
+            " set data.normalize=%s unless the change is meant",
+            origin,
+            before,
+            now,
+            str(before).lower(),
+        )
 
 
 def label_embeddings(model: nn.Module, centroids: Tensor, origin: str) -> None:

@@ -111,11 +111,11 @@ def build_model(config: TrainConfig, resumed: ckpt.TrainingCheckpoint | None = N
     `run.init_labels_from`); when `resumed`, the model its checkpoint will fill (the sources of
     a continued run are not read again)."""
     cls = model_class(config.model.type)
+    if resumed is not None and config.run.init_from:
+        check_architecture(config.model.options, resumed.model.config, config.run.init_from)
+        return cls(config.model_config(resumed.model.config))
     if resumed is not None:
-        base = resumed.model.config if config.run.init_from else None
-        if base is not None:
-            check_architecture(config.model.options, base, config.run.init_from or "")
-        return cls(config.model_config(base))
+        return cls(config.model_config())
     if config.run.init_from or config.run.init_labels_from:
         model, report = init_model(config)
         log.info("%s", report.table())

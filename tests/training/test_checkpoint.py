@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,22 @@ def test_foreign_or_truncated_files_are_checkpoint_errors(tmp_path: Path) -> Non
         ckpt.TrainingCheckpoint.load(tmp_path / "cut.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         ckpt.TrainingCheckpoint.load(tmp_path / "missing.pt")
+
+
+def test_a_version_1_checkpoint_resumes_its_run(tmp_path: Path) -> None:
+    """The old HuBERT run continues from its step_1.pt on the same tone corpus to step 2."""
+    from sslspeech.training.config import resolve_config
+    from sslspeech.training.distributed import resolve_environment
+    from sslspeech.training.trainer import Trainer
+    from tests.training.corpus import make_tone_corpus
+
+    saved = ckpt.TrainingCheckpoint.load(FIXTURES / "v1_hubert_step_1.pt")
+    manifest = make_tone_corpus(tmp_path / "tones", num_utterances=4, min_frames=20, max_frames=30)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    shutil.copy(FIXTURES / "v1_hubert_step_1.pt", tmp_path / "run" / "checkpoints" / "step_1.pt")
+    overrides = [f"run.workdir={tmp_path / 'run'}", f"data.manifest={manifest}", "run.max_steps=2"]
+    trainer = Trainer(resolve_config(saved.config, overrides), resolve_environment("cpu", {}))
+    assert trainer.state.step == 1
+    for key, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, saved.model.state_dict[key]), key
+    assert trainer.fit()["step"] == 2

@@ -21,6 +21,7 @@ from sslspeech.models.configs import HuBERTConfig
 from sslspeech.models.spidr import SpidRConfig
 from sslspeech.training.config import TrainConfig, resolve_config
 from sslspeech.training.distributed import resolve_environment
+from sslspeech.training.init import label_embeddings
 from sslspeech.training.trainer import Trainer
 from sslspeech.units.kmeans import KMeans
 from tests.training.conftest import small_run
@@ -97,12 +98,14 @@ def test_an_hf_encoder_starts_hubert_pretraining_with_a_new_k(
 
 
 def test_a_spidr_checkpoint_starts_a_run_with_new_codebooks_or_hubert_heads(
-    spidr_source: Path, tone_manifest: Path, tmp_path: Path
+    spidr_source: Path, tone_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """SpidR -> SpidR with codebooks of 16: encoder and teacher loaded, heads and codebooks
-    fresh; SpidR -> HuBERT: its encoder loads, teacher, heads and codebooks are dropped."""
+    """SpidR (by file:// URL) -> SpidR with codebooks of 16: encoder and teacher loaded, heads
+    and codebooks fresh; SpidR -> HuBERT: its encoder loads, teacher, heads and codebooks are
+    dropped, and a warning says SpidR was trained on standardized waveforms."""
     source = load_model(spidr_source).state_dict()
-    run = config(tmp_path / "a", tone_manifest, "spidr", f"run.init_from={spidr_source}",
+    url = spidr_source.as_uri()  # a URL goes through the hub resolver, as a remote one would
+    run = config(tmp_path / "a", tone_manifest, "spidr", f"run.init_from={url}",
                  "model.codebook_size=16", "model.num_codebooks=2")  # fmt: skip
     model = trainer(run).model
     own = model.state_dict()
@@ -112,7 +115,9 @@ def test_a_spidr_checkpoint_starts_a_run_with_new_codebooks_or_hubert_heads(
         assert fits == (not name.startswith(("heads.", "codebooks."))), name
         assert not fits or torch.equal(own[name], tensor), name
     run = config(tmp_path / "b", tone_manifest, "hubert_pretrain", f"run.init_from={spidr_source}")
-    hubert = trainer(run).model
+    with caplog.at_level(logging.WARNING, logger="sslspeech.training.init"):
+        hubert = trainer(run).model
+    assert "trained with normalize_input=True, this run has data.normalize=False" in caplog.text
     assert hubert.config.pos_conv_depth == 5 and hubert.config.extractor_mode == "layer_norm"
     for name, tensor in hubert.state_dict().items():
         if name.startswith("encoder."):
@@ -183,18 +188,58 @@ def test_a_rerun_resumes_the_run_and_does_not_read_the_init_source_again(
 
 
 def test_label_embeddings_start_as_the_projected_centroids(
-    hf_encoder: Path, tone_manifest: Path, tmp_path: Path
+    hf_encoder: Path, tone_manifest: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Rows 4 + k are final_proj(c_k); centroids of another width are an error."""
+    """Rows 4 + k are final_proj(c_k) and the table says so; centroids of another width, or a
+    model without label embeddings, are an error."""
     centroids = torch.randn(12, 32)
     KMeans(centroids).save(tmp_path / "km.safetensors")
     labels = f"run.init_labels_from={tmp_path / 'km.safetensors'}"
     init = f"run.init_from={hf_encoder}"
     run = config(tmp_path, tone_manifest, "hubert_pretrain", init, labels, "model.num_classes=12")
-    model = trainer(run).model
+    with caplog.at_level(logging.INFO, logger="sslspeech.training.trainer"):
+        model = trainer(run).model
     with torch.no_grad():
         expected = model.final_proj(centroids)
     torch.testing.assert_close(model.label_embeddings[4:].detach(), expected)
+    assert re.search(r"initialized +label_embeddings +1  projected centroids of .*km", caplog.text)
     KMeans(torch.randn(12, 7)).save(tmp_path / "km.safetensors")
     with pytest.raises(ConfigError, match=r"centroids of shape \(12, 7\), expected .*\(12, 32\)"):
         trainer(run)
+    with pytest.raises(ConfigError, match=r"only HuBERT pretraining .* a Linear has none"):
+        label_embeddings(torch.nn.Linear(2, 2), centroids, "km")
+
+
+def test_paths_are_checked_before_the_run_but_hub_ids_and_urls_are_not(
+    tone_manifest: Path, tmp_path: Path
+) -> None:
+    """`check_paths` names a missing local `run.init_from` or centroid file; an HF id or a URL
+    is left to the loader."""
+    from sslspeech.training.config import check_paths
+
+    for remote in ("facebook/hubert-base-ls960", "https://example.org/hubert.pt"):
+        check_paths(config(tmp_path, tone_manifest, "hubert_pretrain", f"run.init_from={remote}"))
+    missing = config(tmp_path, tone_manifest, "hubert_pretrain",
+                     f"run.init_from={tmp_path / 'nope.pt'}",
+                     f"run.init_labels_from={tmp_path / 'km.safetensors'}")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"run.init_labels_from: no such file .*km.safetensors"):
+        check_paths(missing)
+    with pytest.raises(ConfigError, match=r"run.init_from: no such file or directory .*nope.pt"):
+        check_paths(missing)
+
+
+def test_init_fresh_redraws_tensors_the_checkpoint_has(tmp_path: Path) -> None:
+    """Same K, new labels: `run.init_fresh = ["label_embeddings"]` keeps them out of the load."""
+    from sslspeech.interop import load_checkpoint
+    from sslspeech.models import HuBERTPretrain
+    from sslspeech.models.configs import HuBERTPretrainConfig
+    from sslspeech.training.init import initialize
+
+    config = HuBERTPretrainConfig(**ENCODER, num_classes=12, final_dim=16)
+    HuBERTPretrain(config).save_pretrained(tmp_path / "it1")
+    source = load_checkpoint(tmp_path / "it1")
+    model = HuBERTPretrain(config)
+    report = initialize(model, source, "it1", fresh=("label_embeddings",))
+    assert report.initialized == {"label_embeddings": "run.init_fresh"}
+    assert not torch.equal(model.label_embeddings, source.state_dict["label_embeddings"])
+    assert torch.equal(model.final_proj.weight, source.state_dict["final_proj.weight"])

@@ -74,7 +74,7 @@ class LoadedCheckpoint:
     """Native parameter names -> tensors."""
     format: str
     """The reader's name, for messages."""
-    also_fits: tuple[str, ...] = field(default=())
+    also_fits: tuple[str, ...] = ()
     """Other model types whose classes read these weights as they are (a SpidR-layout file
     without its config fits DinoSR too)."""
     origin: str = ""

@@ -57,6 +57,9 @@ class RunConfig:
     init_labels_from: str | None = None
     """HuBERT: k-means centroids (`sslspeech kmeans` safetensors) that initialize the label
     embeddings through the final projection (`sslspeech.training.init.label_embeddings`)."""
+    init_fresh: tuple[str, ...] = ()
+    """Name prefixes of tensors that start fresh although `run.init_from` has them, e.g.
+    ["label_embeddings"] for new labels with the same number of clusters."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """"auto": CUDA when available, else CPU."""
     compile: bool = False

@@ -25,6 +25,7 @@ from sslspeech.interop import LoadedCheckpoint, load_checkpoint
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.pretrained import Pretrained
 from sslspeech.models.registry import model_class
+from sslspeech.units.kmeans import KMeans
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +96,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def initialize(model: nn.Module, loaded: LoadedCheckpoint, origin: str) -> InitReport:
-    """Load every tensor of `loaded` that `model` has with the same shape (in place)."""
+def initialize(
+    model: nn.Module, loaded: LoadedCheckpoint, origin: str, fresh: tuple[str, ...] = ()
+) -> InitReport:
+    """Load every tensor of `loaded` that `model` has with the same shape (in place), but
+    those whose name starts with one of `fresh`."""
     report = InitReport(f"{origin} ({loaded.format}, {loaded.model_type})")
     own = model.state_dict()
     for name, tensor in own.items():
         source = loaded.state_dict.get(name)
-        if source is None:
+        if name.startswith(fresh):
+            report.initialized[name] = "run.init_fresh"
+        elif source is None:
             report.initialized[name] = "not in the checkpoint"
         elif source.shape != tensor.shape:
             report.initialized[name] = f"shape {tuple(source.shape)} -> {tuple(tensor.shape)}"
@@ -119,13 +125,39 @@ def initialize(model: nn.Module, loaded: LoadedCheckpoint, origin: str) -> InitR
     return report
 
 
-def init_model(config: Any, init_from: str) -> tuple[Pretrained, InitReport]:
-    """The model of a continued run (`config`: a `TrainConfig`) and the report of its tensors."""
-    loaded = load_checkpoint(init_from)
-    check_architecture(config.model.options, loaded.config, init_from)
-    model = model_class(config.model.type)(config.model_config(loaded.config))
-    report = initialize(model, loaded, init_from)
+def init_model(config: Any) -> tuple[Pretrained, InitReport]:
+    """The first model of a run with `run.init_from` and/or `run.init_labels_from` (`config`:
+    a `TrainConfig`), and what happened to each of its tensors."""
+    run, cls = config.run, model_class(config.model.type)
+    if run.init_from:
+        loaded = load_checkpoint(run.init_from)
+        check_architecture(config.model.options, loaded.config, run.init_from)
+        model = cls(config.model_config(loaded.config))
+        warn_if_normalization_differs(loaded.config, model.config, run.init_from)
+        report = initialize(model, loaded, run.init_from, run.init_fresh)
+    else:
+        model = cls(config.model_config())
+        report = InitReport("none", initialized=dict.fromkeys(model.state_dict(), "fresh"))
+    if run.init_labels_from:
+        centroids = KMeans.load(run.init_labels_from).centroids
+        label_embeddings(model, centroids, run.init_labels_from)
+        report.loaded = [name for name in report.loaded if name != "label_embeddings"]
+        report.initialized["label_embeddings"] = f"projected centroids of {run.init_labels_from}"
     return model, report
+
+
+def warn_if_normalization_differs(source: Mapping[str, Any], config: Any, origin: str) -> None:
+    """The source was trained on standardized waveforms and this run is not (or the reverse)."""
+    before, now = source.get("normalize_input"), getattr(config, "normalize_input", None)
+    if before is not None and now is not None and before != now:
+        log.warning(
+            "run.init_from %s was trained with normalize_input=%s, this run has data.normalize=%s;"
+            " set data.normalize=%s unless the change is meant",
+            origin,
+            before,
+            now,
+            str(before).lower(),
+        )
 
 
 def label_embeddings(model: nn.Module, centroids: Tensor, origin: str) -> None:

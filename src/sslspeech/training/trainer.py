@@ -48,13 +48,12 @@ from sslspeech.training.distributed import (
     resolve_environment,
 )
 from sslspeech.training.flops import count_step_flops, peak_tflops, utilization
-from sslspeech.training.init import check_architecture, init_model, label_embeddings
+from sslspeech.training.init import check_architecture, init_model
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
 from sslspeech.training.optim import build_optimizer, build_scaler, build_scheduler, clip_gradients
 from sslspeech.training.parallelize import autocast, no_sync, parallelize
 from sslspeech.training.profiler import StepProfiler
-from sslspeech.units.kmeans import KMeans
 from sslspeech.utils.runlock import hold_lock
 
 log = logging.getLogger(__name__)
@@ -115,21 +114,16 @@ def build_model(config: TrainConfig, resumed: ckpt.TrainingCheckpoint | None = N
     `run.init_labels_from`); when `resumed`, the model its checkpoint will fill (the sources of
     a continued run are not read again)."""
     cls = model_class(config.model.type)
+    if resumed is not None and config.run.init_from:
+        check_architecture(config.model.options, resumed.model.config, config.run.init_from)
+        return cls(config.model_config(resumed.model.config))
     if resumed is not None:
-        base = resumed.model.config if config.run.init_from else None
-        if base is not None:
-            check_architecture(config.model.options, base, config.run.init_from or "")
-        return cls(config.model_config(base))
-    if not config.run.init_from:
-        model = cls(config.model_config())
-    else:
-        model, report = init_model(config, config.run.init_from)
+        return cls(config.model_config())
+    if config.run.init_from or config.run.init_labels_from:
+        model, report = init_model(config)
         log.info("%s", report.table())
-    if config.run.init_labels_from:
-        centroids = KMeans.load(config.run.init_labels_from).centroids
-        label_embeddings(model, centroids, config.run.init_labels_from)
-        log.info("label embeddings: projected centroids of %s", config.run.init_labels_from)
-    return model
+        return model
+    return cls(config.model_config())
 
 
 def state_checksum(model: nn.Module) -> float:

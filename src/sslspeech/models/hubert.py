@@ -164,8 +164,7 @@ class HuBERTPretrain(HuBERT):
         eval mode only (masks are drawn by the data side, `sslspeech.data.masking`).
         """
         cfg = self.config
-        listed = isinstance(mask, MaskedFrames)
-        if listed:
+        if isinstance(mask, MaskedFrames):
             features, _ = self.encoder.feature_extractor(waveforms)
         else:
             features, _ = self.encoder.extract(waveforms, lengths)

@@ -1,5 +1,5 @@
 """Host-device synchronizations of the training forward + backward: at most one per micro-batch
-for HuBERT, DinoSR and SpidR on padded and unpadded batches of the tiny configs, counted by
+for HuBERT, DinoSR and SpidR on the tiny configs' batches (padded ones included), counted by
 `SyncCounter` (scalar reads, nonzero, boolean-mask indexing, masked_select, ...)."""
 
 from __future__ import annotations

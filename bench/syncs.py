@@ -1,7 +1,8 @@
 """Host-device synchronizations per training micro-batch (forward, backward) of the tiny
-configs, counted with `tests.training.syncs.SyncCounter` on the tone corpus (CPU).
+configs, counted with `tests.training.syncs.SyncCounter` on the tone corpus; on CUDA
+(`--device cuda`) also the synchronizations CUDA itself reports (`set_sync_debug_mode`).
 
-    PYTHONPATH=src .venv/bin/python bench/syncs.py [--batches 4]
+    PYTHONPATH=src .venv/bin/python bench/syncs.py [--batches 4] [--device cuda]
 
 Prints one JSON line per model and batch.
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +33,7 @@ from sslspeech.training.trainer import Trainer  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,16 +47,23 @@ def main() -> None:
                 f"data.manifest={manifest}",
                 "run.validate_every=0",
                 "logging.progress=false",
+                f"run.device={args.device}",
             ]
             config = load_config(REPO / "configs" / f"tiny_{name}.toml", overrides)
-            trainer = Trainer(config, resolve_environment("cpu", {}))
+            trainer = Trainer(config, resolve_environment(args.device, {}))
             batches = trainer.batches()
             for index in range(args.batches):
                 batch = to_device(next(batches), trainer.env.device)
-                with SyncCounter() as forward:
-                    loss = trainer.objective(trainer.module, batch)
-                with SyncCounter() as backward:
-                    loss.total.backward()
+                with warnings.catch_warnings(record=True) as reported:
+                    warnings.simplefilter("always")
+                    if args.device == "cuda":
+                        torch.cuda.set_sync_debug_mode("warn")
+                    with SyncCounter() as forward:
+                        loss = trainer.objective(trainer.module, batch)
+                    with SyncCounter() as backward:
+                        loss.total.backward()
+                    if args.device == "cuda":
+                        torch.cuda.set_sync_debug_mode("default")
                 padded = bool((batch["lengths"] != batch["lengths"].max()).any())
                 record = {
                     "bench": "syncs",
@@ -64,6 +74,10 @@ def main() -> None:
                     "backward_syncs": backward.total,
                     "ops": dict(forward.ops + backward.ops),
                 }
+                if args.device == "cuda":
+                    record["cuda_reported_syncs"] = sum(
+                        "synchroniz" in str(warning.message) for warning in reported
+                    )
                 print(json.dumps(record), flush=True)
 
 

@@ -102,6 +102,9 @@ class HuBERTPretrain(HuBERT):
         rows = config.num_special_labels + config.num_classes
         self.label_embeddings = nn.Parameter(torch.empty(rows, config.final_dim))
         nn.init.uniform_(self.label_embeddings)
+        rate = config.label_rate or 0.0
+        self.labels_per_frame = rate * config.samples_per_frame / config.sample_rate
+        """Labels per conv frame, r of `align_labels` (worked out once: not in the forward)."""
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:
@@ -218,7 +221,7 @@ class HuBERTPretrain(HuBERT):
                     "exactly one label per frame (label_rate is null)"
                 )
             return features, labels
-        ratio = cfg.label_rate * cfg.samples_per_frame / cfg.sample_rate
+        ratio = self.labels_per_frame
         if ratio * num_frames > labels.shape[1]:
             num_frames = int(labels.shape[1] / ratio)
             features = features[:, :num_frames]

@@ -160,6 +160,41 @@ def test_collate_pads_and_masks(tmp_path: Path) -> None:
         Collator(mask_prob=0.5)
 
 
+@pytest.mark.parametrize("random_crop", [True, False])
+def test_crop_batching_cuts_to_the_shortest_utterance(tmp_path: Path, random_crop: bool) -> None:
+    """batching="crop": every row is a window of its utterance as long as the shortest one,
+    starting on a label boundary, with the labels of that window; no padding anywhere, so the
+    masks cover only valid frames and their frame lists agree; pad batching is unchanged."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest", min_samples=2000)
+    items = [dataset[i] for i in range(len(dataset))]
+    options = {"mask_prob": 0.65, "mask_length": 3, "seed": 3}
+    crop = Collator(base_frame_lengths, batching="crop", random_crop=random_crop, **options)
+    batch = crop(items)
+    shortest = min(len(item["waveform"]) for item in items)
+    assert batch["waveforms"].shape == (4, shortest) and not batch["padded"]
+    assert torch.equal(batch["lengths"], torch.full((4,), shortest))
+    assert not batch["padding_mask"].any()
+    frames = int(base_frame_lengths(torch.tensor([shortest]))[0])
+    assert torch.equal(batch["frame_lengths"], torch.full((4,), frames))
+    assert batch["labels"].shape == (4, round(shortest / 320))
+    starts = []
+    for row, item in enumerate(items):
+        # sample n of a ramp WAV encodes n: the window's first sample gives its offset
+        start = round(float(batch["waveforms"][row, 0]) * 32768)
+        assert start % 320 == 0 and start + shortest <= len(item["waveform"])
+        assert torch.equal(batch["waveforms"][row], item["waveform"][start : start + shortest])
+        first = start // 320
+        assert batch["labels"][row].tolist() == item["labels"][first : first + 7].tolist()
+        starts.append(start)
+    assert (max(starts) > 0) is random_crop
+    assert batch["masked_frames"].numel() + batch["unmasked_frames"].numel() == 4 * frames
+    assert torch.equal(crop(items)["waveforms"], batch["waveforms"])
+    padded = Collator(base_frame_lengths, **options)(items)
+    assert padded["waveforms"].shape == (4, 16000) and padded["padded"]
+    with pytest.raises(ConfigError, match="batching"):
+        Collator(batching="trim")
+
+
 def test_collate_checks_what_the_model_does_not(tmp_path: Path) -> None:
     """Labels outside [0, num_classes) and rows too short for one frame are DataErrors naming
     the utterance (the training forward does not check them on the device)."""

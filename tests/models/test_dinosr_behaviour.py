@@ -12,7 +12,7 @@ from sslspeech.data.masking import compute_mask
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models import dinosr, spidr
 from sslspeech.models.dinosr import DinoSR, DinoSRConfig
-from sslspeech.models.masked import select_rows
+from sslspeech.models.masked import masked_frames, select_rows
 from sslspeech.models.spidr import SpidR, SpidRConfig
 
 TINY: dict[str, Any] = {
@@ -84,6 +84,25 @@ def test_mask_none(cls: type[DinoSR]) -> None:
     assert torch.equal(model.codebooks.sums, before)
     model.update_teacher(1)
     assert not torch.equal(model.codebooks.sums, before)
+
+
+@pytest.mark.parametrize("cls", [DinoSR, SpidR])
+def test_listed_mask_gives_the_bool_mask_results(cls: type[DinoSR]) -> None:
+    """A `MaskedFrames` (the trainer's, frames listed beforehand) gives the per-frame losses,
+    gradients and codebook statistics of the same bool mask, on a padded batch."""
+    lengths = torch.tensor([8000, 5000])
+    results = []
+    for listed in (False, True):
+        model = _model(cls).train()
+        frame_lengths = model.frame_lengths(lengths)
+        mask = compute_mask((2, 24), 0.65, 5, 2, frame_lengths, torch.Generator().manual_seed(4))
+        given = masked_frames(mask, frame_lengths) if listed else mask
+        loss, _ = model(_waveforms(), mask=given, lengths=lengths)
+        loss.sum().backward()
+        assert model.codebooks.pending is not None
+        results.append((loss.detach(), model.mask_embedding.grad, model.codebooks.pending))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(theirs, ours)
 
 
 def test_bad_mask_is_an_error() -> None:

@@ -1,5 +1,5 @@
 """Host-device synchronizations of the training forward + backward: at most one per micro-batch
-for HuBERT, DinoSR and SpidR on padded and unpadded batches of the tiny configs, counted by
+for HuBERT, DinoSR and SpidR on the tiny configs' batches (padded ones included), counted by
 `SyncCounter` (scalar reads, nonzero, boolean-mask indexing, masked_select, ...)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from sslspeech.training.config import load_config
 from sslspeech.training.data import to_device
@@ -48,3 +49,19 @@ def test_training_forward_and_backward_barely_sync(
     with SyncCounter() as counter:
         trainer.module(*args, mask=batch["mask"], lengths=batch["lengths"])
     assert counter.total > MAX_SYNCS_PER_MICRO_BATCH
+
+
+def test_the_counter_sees_each_kind_of_sync() -> None:
+    """Scalar reads, nonzero, boolean-mask indexing (read and write), masked_select: one each;
+    integer indexing and shape arithmetic: none."""
+    x = torch.arange(6.0)
+    keep = x > 2
+    with SyncCounter() as counter:
+        float(x.sum())
+        x.nonzero()
+        x[keep]
+        x.clone()[keep] = 0.0
+        x.masked_select(keep)
+        x[torch.tensor([0, 2])]
+        x.view(2, 3).flatten()
+    assert counter.total == 5, dict(counter.ops)

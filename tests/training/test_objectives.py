@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,3 +81,34 @@ def test_unmasked_only_loss_counts_unmasked_frames(tmp_path: Path, tone_manifest
     zeros = torch.zeros(n_unmasked, dtype=torch.long)
     mean = F.cross_entropy(out.logit_u, zeros) + 10.0 * out.features_pen
     torch.testing.assert_close(loss.total / loss.count, mean)
+
+
+@pytest.mark.parametrize("name", ["hubert", "spidr"])
+def test_crop_batching_trains_on_unpadded_batches(
+    tmp_path: Path, tone_manifest: Path, name: str
+) -> None:
+    """data.batching = "crop": the loader's batches have no padding, labels as many as the
+    frames need, and a training step on them gives a finite loss over every listed frame."""
+    overrides = [
+        f"run.workdir={tmp_path}",
+        f"data.manifest={tone_manifest}",
+        "data.batching=crop",
+        "run.validate_every=0",
+        "logging.progress=false",
+    ]
+    config = load_config(CONFIGS / f"tiny_{name}.toml", overrides)
+    trainer = Trainer(config, resolve_environment("cpu", {}))
+    loader = trainer.batches()
+    batches = [next(loader) for _ in range(2)]
+    for batch in batches:
+        lengths = batch["lengths"]
+        assert not batch["padded"] and bool((lengths == batch["waveforms"].shape[1]).all())
+        frames = int(batch["frame_lengths"][0])
+        assert batch["masked_frames"].numel() + batch["unmasked_frames"].numel() == (
+            len(lengths) * frames
+        )
+        if name == "hubert":
+            assert batch["labels"].shape[1] >= frames and bool((batch["labels"] >= 0).all())
+    trainer.train_step(batches)
+    values = trainer.meter.pop()
+    assert torch.isfinite(torch.tensor(values["loss"]))

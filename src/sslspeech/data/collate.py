@@ -1,5 +1,10 @@
 """Collate dataset items into a padded batch with frame-level padding and masks.
 
+Batching: "pad" (every utterance padded to the longest of the batch) or "crop" (every utterance
+cut to the shortest of the batch at a random offset, on a label boundary when there are labels:
+spidr's and minimal_hubert's batches, which have no padding, so attention takes its unmasked,
+Flash path).
+
 Batch keys (a plain dict):
 
 - ``waveforms`` float32 ``(B, N)``, zero-padded; ``lengths`` long ``(B,)`` valid samples;
@@ -34,6 +39,7 @@ from sslspeech.data.masking import compute_mask, mask_to_indices
 from sslspeech.errors import ConfigError, DataError
 
 FrameLengths = Callable[[torch.Tensor], torch.Tensor]
+BATCHING = ("pad", "crop")
 
 
 def pad_sequences(sequences: Sequence[torch.Tensor], value: float | int = 0) -> torch.Tensor:
@@ -62,12 +68,17 @@ class Collator:
         num_channels: int | None = None,
         label_pad: int = -100,
         num_classes: int | None = None,
+        batching: str = "pad",
+        random_crop: bool = True,
+        samples_per_label: int = 320,
         seed: int = 0,
     ) -> None:
         if mask_prob > 0 and frame_lengths is None:
             raise ConfigError("masking needs frame_lengths (e.g. model.frame_lengths)")
         if mask_channel_prob > 0 and not num_channels:
             raise ConfigError("channel masking needs num_channels (the model's feature size)")
+        if batching not in BATCHING:
+            raise ConfigError(f"batching must be one of {list(BATCHING)}; got {batching!r}")
         self.frame_lengths = frame_lengths
         self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
         self.require_same_masks = require_same_masks or mask_indices
@@ -75,15 +86,21 @@ class Collator:
         self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
         self.num_channels = num_channels
         self.label_pad, self.num_classes, self.seed = label_pad, num_classes, seed
+        self.batching, self.random_crop = batching, random_crop
+        self.samples_per_label = samples_per_label
 
-    def _generator(self, items: Sequence[dict[str, Any]]) -> torch.Generator:
+    def _generator(self, items: Sequence[dict[str, Any]], stream: int = 0) -> torch.Generator:
+        """A generator of the items' seeds; `stream` > 0 gives an independent one."""
         seeds = [self.seed, *(int(item.get("seed", item.get("index", 0))) for item in items)]
+        seeds += [stream] if stream else []
         state = np.random.SeedSequence([s % 2**63 for s in seeds]).generate_state(2, np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not items:
             raise ConfigError("cannot collate an empty batch")
+        if self.batching == "crop":
+            items = self._crop_to_shortest(items)
         waveforms = [item["waveform"] for item in items]
         lengths = torch.tensor([len(w) for w in waveforms], dtype=torch.long)
         batch: dict[str, Any] = {
@@ -108,6 +125,26 @@ class Collator:
         elif self.mask_channel_prob > 0:
             self._add_masks(batch, items, None, 0)
         return batch
+
+    def _crop_to_shortest(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every item cut to the batch's shortest one (spidr, minimal_hubert): a window at a
+        random offset (the start without `random_crop`), on a label boundary with labels."""
+        shortest = min(len(item["waveform"]) for item in items)
+        generator = self._generator(items, stream=1)
+        labelled = items[0].get("labels") is not None
+        hop = self.samples_per_label if labelled else 1
+        cropped = []
+        for item in items:
+            start = 0
+            if self.random_crop:
+                choices = (len(item["waveform"]) - shortest) // hop + 1
+                start = int(torch.randint(choices, (), generator=generator)) * hop
+            crop = {**item, "waveform": item["waveform"][start : start + shortest]}
+            if labelled:
+                first = start // hop
+                crop["labels"] = item["labels"][first : first + round(shortest / hop)]
+            cropped.append(crop)
+        return cropped
 
     def _check_labels(self, items: Sequence[dict[str, Any]]) -> None:
         if self.num_classes is None:

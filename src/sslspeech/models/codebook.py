@@ -163,11 +163,10 @@ def perplexities(sums: Tensor, count: int) -> Tensor:
         [...] perplexities, H in bits with log2(p + 1e-8).
     """
     if _distributed():
-        n = torch.tensor(float(count), device=sums.device)
-        distributed.all_reduce(n)
-        sums = sums.clone()
-        distributed.all_reduce(sums)
-        mean = sums / n
+        # One collective for the sums and the frame count (a fill, not a copy from the host).
+        packed = torch.cat([sums.flatten(), sums.new_full((1,), float(count))])
+        distributed.all_reduce(packed)
+        mean = packed[:-1].view_as(sums) / packed[-1]
     else:
         mean = sums / count
     return torch.exp2(-(mean * (mean + PERPLEXITY_EPS).log2()).sum(-1))

@@ -18,18 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslspeech.errors import ConfigError, DataError
+from sslspeech.errors import ConfigError
 from sslspeech.models.codebook import OnlineCodebooks, PredictionHeads, masked_prediction_loss
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.ema import dinosr_ema_decay, ema_update_
 from sslspeech.models.encoder import Encoder, EncoderModel, Transformer, TransformerOutput
-from sslspeech.models.masked import (
-    MaskedFrames,
-    bool_mask,
-    check_masked_frames,
-    masked_frames,
-    select_rows,
-)
+from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,9 +246,8 @@ class DinoSR(EncoderModel):
         feats = projection.layer_norm(features)
         if projection.projection is not None:
             feats = projection.projection(feats)
-        batch, num_frames = feats.shape[:2]
         x = projection.dropout(feats)
-        frames = self._masked_frames(mask, batch, num_frames, frame_lengths)
+        frames = resolve_mask(mask, x, frame_lengths, self.training)
         if mask is not None:
             x = torch.where(frames.mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
         index = frames.unmasked if mask is None else frames.masked
@@ -288,27 +281,6 @@ class DinoSR(EncoderModel):
         normed = F.instance_norm(stacked.transpose(1, 2), eps=INSTANCE_NORM_EPS).transpose(1, 2)
         normed = normed.reshape(self.num_codebooks, -1, normed.shape[-1])
         return normed.index_select(1, index)
-
-    def _masked_frames(
-        self,
-        mask: Tensor | MaskedFrames | None,
-        batch: int,
-        num_frames: int,
-        frame_lengths: Tensor | None,
-    ) -> MaskedFrames:
-        """The mask to apply with its frames listed (None: nothing masked, eval mode only)."""
-        if isinstance(mask, MaskedFrames):
-            check_masked_frames(mask, batch, num_frames)
-            return mask
-        device = self.mask_embedding.device
-        if mask is None:
-            if self.training:
-                raise DataError(
-                    f"{type(self).__name__} in train mode needs mask=(batch, frame) bool: masks "
-                    "are drawn by the data side (sslspeech.data.masking.compute_mask, the collator)"
-                )
-            mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=device)
-        return masked_frames(bool_mask(mask, batch, num_frames, device), frame_lengths)
 
     # ----------------------------------------------------------------------------- units
 

@@ -14,13 +14,7 @@ from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
 from sslspeech.models.dropin import lengths_from_attention_mask
 from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput
-from sslspeech.models.masked import (
-    MaskedFrames,
-    bool_mask,
-    check_masked_frames,
-    masked_frames,
-    select_rows,
-)
+from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 from sslspeech.models.pretrained import Pretrained
 
 
@@ -125,6 +119,9 @@ class HuBERTPretrain(HuBERT):
         rows = config.num_special_labels + config.num_classes
         self.label_embeddings = nn.Parameter(torch.empty(rows, config.final_dim))
         nn.init.uniform_(self.label_embeddings)
+        rate = config.label_rate or 0.0
+        self.labels_per_frame = rate * config.samples_per_frame / config.sample_rate
+        """Labels per conv frame, r of `align_labels` (worked out once: not in the forward)."""
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:
@@ -191,8 +188,7 @@ class HuBERTPretrain(HuBERT):
         eval mode only (masks are drawn by the data side, `sslspeech.data.masking`).
         """
         cfg = self.config
-        listed = isinstance(mask, MaskedFrames)
-        if listed:
+        if isinstance(mask, MaskedFrames):
             features, _ = self.encoder.feature_extractor(waveforms)
         else:
             features, _ = self.encoder.extract(waveforms, lengths)
@@ -203,14 +199,14 @@ class HuBERTPretrain(HuBERT):
             else:
                 features = features.detach()
         features, labels = self.align_labels(features, labels)
-        batch, num_frames = features.shape[:2]
+        num_frames = features.shape[1]
         features_pen = features.float().pow(2).mean()
         frame_lengths = None
         if lengths is not None:
             frame_lengths = self.encoder.feature_extractor.frame_lengths(
                 lengths, waveforms.shape[1], num_frames
             ).clamp(max=num_frames)
-        frames = self._masked_frames(mask, batch, num_frames, frame_lengths)
+        frames = resolve_mask(mask, features, frame_lengths, self.training)
         x = self.encoder.feature_projection(features)
         x = torch.where(frames.mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
         encoded = self.encoder.transformer(x, frame_lengths, padded=frames.padded)
@@ -246,35 +242,12 @@ class HuBERTPretrain(HuBERT):
                     "exactly one label per frame (label_rate is null)"
                 )
             return features, labels
-        ratio = cfg.label_rate * cfg.samples_per_frame / cfg.sample_rate
+        ratio = self.labels_per_frame
         if ratio * num_frames > labels.shape[1]:
             num_frames = int(labels.shape[1] / ratio)
             features = features[:, :num_frames]
         index = (torch.arange(num_frames, device=labels.device).float() * ratio).long()
         return features, labels[:, index]
-
-    def _masked_frames(
-        self,
-        mask: Tensor | MaskedFrames | None,
-        batch: int,
-        num_frames: int,
-        frame_lengths: Tensor | None,
-    ) -> MaskedFrames:
-        """The mask to apply with its frames listed."""
-        if isinstance(mask, MaskedFrames):
-            if mask.mask.shape[1] <= num_frames:
-                check_masked_frames(mask, batch, num_frames)
-                return mask
-            mask = mask.mask  # labels ran short of the frames (fairseq's trim): listed again
-        if mask is None:
-            if self.training:
-                raise DataError(
-                    "HuBERTPretrain in train mode needs mask=(batch, frame) bool: masks are "
-                    "drawn by the data side (sslspeech.data.masking.compute_mask, the collator)"
-                )
-            mask = torch.zeros(batch, num_frames, dtype=torch.bool)
-        device = self.mask_embedding.device
-        return masked_frames(bool_mask(mask, batch, num_frames, device), frame_lengths)
 
     def _logits(self, x: Tensor, targets: Tensor) -> Tensor:
         """Cosine similarity / logit_temp of final_proj(x) with the positive row (column 0) and

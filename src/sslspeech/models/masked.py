@@ -45,7 +45,36 @@ def masked_frames(mask: Tensor, frame_lengths: Tensor | None) -> MaskedFrames:
     )
 
 
-def check_masked_frames(frames: MaskedFrames, batch: int, num_frames: int) -> None:
+def resolve_mask(
+    mask: Tensor | MaskedFrames | None,
+    frames: Tensor,
+    frame_lengths: Tensor | None,
+    training: bool,
+) -> MaskedFrames:
+    """The mask a model applies to its `frames` [batch, frame, feature], with its frames listed.
+
+    A `MaskedFrames` is used as given (no host sync), unless the model uses fewer frames than
+    the collator made (HuBERT when labels run short): then it is listed again from its mask. A
+    bool mask is checked, trimmed and listed (host syncs). None: nothing is masked, which only
+    eval mode accepts (training masks are drawn by the data side).
+    """
+    batch, num_frames = frames.shape[:2]
+    if isinstance(mask, MaskedFrames):
+        if mask.mask.shape[1] <= num_frames:
+            _check_listed(mask, batch, num_frames)
+            return mask
+        mask = mask.mask
+    if mask is None:
+        if training:
+            raise DataError(
+                "train mode needs mask=(batch, frame) bool: masks are drawn by the data side "
+                "(sslspeech.data.masking.compute_mask, the collator)"
+            )
+        mask = torch.zeros(batch, num_frames, dtype=torch.bool, device=frames.device)
+    return masked_frames(_bool_mask(mask, batch, num_frames, frames.device), frame_lengths)
+
+
+def _check_listed(frames: MaskedFrames, batch: int, num_frames: int) -> None:
     """The listed mask fits a (batch, num_frames) batch (shapes only: no host sync)."""
     mask = frames.mask
     if mask.dtype != torch.bool or tuple(mask.shape) != (batch, num_frames):
@@ -55,7 +84,7 @@ def check_masked_frames(frames: MaskedFrames, batch: int, num_frames: int) -> No
         )
 
 
-def bool_mask(mask: Any, batch: int, num_frames: int, device: torch.device) -> Tensor:
+def _bool_mask(mask: Any, batch: int, num_frames: int, device: torch.device) -> Tensor:
     """A caller's (batch, >= num_frames) bool mask, checked and trimmed to `num_frames`."""
     mask = torch.as_tensor(mask, device=device)
     if mask.dtype != torch.bool or mask.ndim != 2 or mask.shape[0] != batch:

@@ -121,7 +121,11 @@ class DataConfig:
     """Crop at a random offset instead of the start (fairseq `task.random_crop`)."""
     num_buckets: int = 50
     """Length buckets of the batch sampler: batches hold utterances of similar length, so
-    batches are padded (fairseq crops them to the shortest instead, `pad_audio=false`)."""
+    little is padded or cropped (see `batching`)."""
+    batching: Literal["pad", "crop"] = "pad"
+    """"pad": every utterance padded to the batch's longest; "crop": cut to the batch's
+    shortest at a random offset (fairseq `pad_audio=false`, spidr `enable_padding=false`): no
+    padding, so attention takes its unmasked (Flash) path, at the cost of the cropped audio."""
     normalize: bool = False
     """Standardize each waveform to zero mean, unit variance (fairseq `task.normalize`)."""
     num_workers: int = 6

@@ -141,6 +141,9 @@ def build_split(
         min_masks=masking.min_masks,
         require_same_masks=masking.require_same_masks,
         num_classes=num_classes,
+        batching=data.batching,
+        random_crop=data.random_crop and train,
+        samples_per_label=dataset.samples_per_label,
         seed=config.run.seed,
     )
     return Split(

@@ -82,11 +82,11 @@ class MaskedPrediction:
 
 
 class SelfDistillation:
-    """DinoSR / SpidR: predict the EMA teacher's codebook assignments of the masked frames;
-    the codebooks apply the statistics of the step's micro-batches and the teacher follows the
-    student after each step (`update_teacher`); from `freeze_step` on
-    the teacher stops (decay 1) and the model freezes its conv extractor and projection (AdamW
-    skips them: they get no gradient)."""
+    """DinoSR / SpidR: predict the EMA teacher's codebook assignments of the masked frames.
+    After each step (`update_teacher`) the codebooks apply the statistics of the step's
+    micro-batches and the teacher follows the student; from `freeze_step` on the teacher stops
+    (decay 1) and the model freezes its conv extractor and projection (AdamW skips them: they
+    get no gradient)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.freeze_step = getattr(model.config, "freeze_step", None)

@@ -55,11 +55,13 @@ def layer_features(
     """layer -> fileid -> (T, D) float32 features, one forward pass per file (1-based layers).
 
     The waveform is standardized first when the checkpoint says so (`config.normalize_input`).
+    `model` is put in eval mode and given the CPU inference fast paths (in place).
     """
     from sslspeech.data.audio import load_audio, standardize
+    from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
     device = torch.device(device) if device is not None else torch.device("cpu")
-    model = model.to(device).eval()
+    model = optimize_for_cpu_inference(model.to(device).eval())
     deepest = max(layers)
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
     for fileid, path in audio.items():

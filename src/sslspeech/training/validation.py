@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sslspeech.errors import CheckpointError, SSLSpeechError
+from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 from sslspeech.training import checkpoint as ckpt
 from sslspeech.training.config import resolve_config
 from sslspeech.training.data import Split, build_split, to_device
@@ -70,7 +71,7 @@ def validate_checkpoint(
     """Validation record of one training checkpoint: step, checkpoint name, loss, stats."""
     state = ckpt.load_checkpoint(path)
     config = resolve_config(state["config"])
-    model = model_from_checkpoint(state).to(device)
+    model = optimize_for_cpu_inference(model_from_checkpoint(state).to(device))
     env = resolve_environment("cpu" if device.type == "cpu" else "cuda", environ={})
     split = build_split(config, model, env, str(manifest), train=False)
     values = evaluate(model, build_objective(config.model.type, model), split, device)

@@ -351,9 +351,10 @@ class Transformer(nn.Module):
     ) -> TransformerOutput:
         """[batch, frame, feature] (+ valid frames [batch]) -> TransformerOutput.
 
-        Padding frames are zeroed first and masked as attention keys. `num_layers` stops after
-        that many layers (1-based, no final norm unless all layers run). In training, layer drop
-        skips a layer's update of `x`; its outputs are still listed (as SpidR does).
+        With `lengths`, padding frames are zeroed first and masked as attention keys (None: no
+        padding, SDPA without a mask). `num_layers` stops after that many layers (1-based, no
+        final norm unless all layers run). In training, layer drop skips a layer's update of
+        `x`; its outputs are still listed (as SpidR does). No host syncs: it compiles whole.
         """
         total = len(self.layers)
         if num_layers is None:
@@ -363,12 +364,9 @@ class Transformer(nn.Module):
         attn_mask = None
         if lengths is not None:
             pad = padding_mask(lengths, x.shape[1])
-            if bool(pad.any()):
-                if self.zero_padding:
-                    x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-                attn_mask = (~pad)[:, None, None, :]
-            else:
-                lengths = None
+            if self.zero_padding:
+                x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+            attn_mask = (~pad)[:, None, None, :]
         x = x + self.pos_conv_embed(x, lengths)
         if not self.config.layer_norm_first:
             x = self.layer_norm(x)
@@ -380,12 +378,9 @@ class Transformer(nn.Module):
             out, ffn = layer(x, attn_mask)
             layer_outputs.append(out)
             ffn_outputs.append(ffn)
-            if not (
-                self.training
-                and self.config.layer_drop > 0
-                and torch.rand(()) < self.config.layer_drop
-            ):
-                x = out
+            if self.training and self.config.layer_drop > 0:
+                out = torch.where(torch.rand(()) < self.config.layer_drop, x, out)
+            x = out
         if num_layers == total and self.config.layer_norm_first:
             x = self.layer_norm(x)
         return TransformerOutput(x, layer_outputs, ffn_outputs, layer_input)
@@ -440,10 +435,14 @@ class Encoder(nn.Module):
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None = None, num_layers: int | None = None
     ) -> EncoderOutput:
-        """[batch, sample] (+ valid samples [batch]) -> EncoderOutput."""
+        """[batch, sample] (+ valid samples [batch]) -> EncoderOutput; checks `lengths` (on
+        the host: the training forwards call the blocks, on the collator's lengths)."""
         features, frame_lengths = self.extract(waveforms, lengths)
+        if lengths is not None:
+            check_lengths(lengths, waveforms.shape[1], self.config.receptive_field)
         x = self.feature_projection(features)
-        out = self.transformer(x, frame_lengths, num_layers)
+        padded = frame_lengths is not None and bool((frame_lengths < x.shape[1]).any())
+        out = self.transformer(x, frame_lengths if padded else None, num_layers)
         return EncoderOutput(
             out.output,
             out.layer_outputs,
@@ -454,24 +453,27 @@ class Encoder(nn.Module):
         )
 
     def extract(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Conv features [batch, frame, channel] and valid frames per row; checks `lengths`."""
+        """Conv features [batch, frame, channel] and valid frames per row (shapes checked)."""
         if lengths is not None:
             lengths = torch.as_tensor(lengths, dtype=torch.long, device=waveforms.device)
             if lengths.shape != waveforms.shape[:1]:
                 raise DataError(
                     f"lengths must have shape ({waveforms.shape[0]},); got {tuple(lengths.shape)}"
                 )
-            short = (lengths < self.config.receptive_field).nonzero().flatten().tolist()
-            if short:
-                raise DataError(
-                    f"rows {short} have fewer than {self.config.receptive_field} valid samples "
-                    f"(lengths {lengths[short].tolist()}): too short for one frame"
-                )
-            if bool((lengths > waveforms.shape[1]).any()):
-                raise DataError(
-                    f"lengths {lengths.tolist()} exceed the {waveforms.shape[1]} samples per row"
-                )
         return self.feature_extractor(waveforms, lengths)
+
+
+def check_lengths(lengths: Tensor, num_samples: int, receptive_field: int) -> None:
+    """Raise DataError unless every row's valid samples are in [receptive_field, num_samples]."""
+    lengths = torch.as_tensor(lengths).cpu()
+    short = (lengths < receptive_field).nonzero().flatten().tolist()
+    if short:
+        raise DataError(
+            f"rows {short} have fewer than {receptive_field} valid samples "
+            f"(lengths {lengths[short].tolist()}): too short for one frame"
+        )
+    if bool((lengths > num_samples).any()):
+        raise DataError(f"lengths {lengths.tolist()} exceed the {num_samples} samples per row")
 
 
 class EncoderModel(Pretrained):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslspeech.errors import ConfigError, DataError
+from sslspeech.models.compiled_conv import apply_conv
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.pretrained import Pretrained
 
@@ -49,7 +50,7 @@ class ConvLayerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[batch, in_channel, sample] -> [batch, out_channel, frame]."""
-        x = self.conv(x)
+        x = apply_conv(self.conv, x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return F.gelu(x)
@@ -199,7 +200,7 @@ class ConvolutionalPositionalEmbedding(nn.Module):
 
     def convolve(self, x: Tensor) -> Tensor:
         """[batch, feature, frame] -> [batch, feature, frame + 1 if K is even]: the conv."""
-        return self.conv(x)
+        return apply_conv(self.conv, x)
 
 
 class MultiConvPositionalEmbedding(nn.Module):
@@ -232,7 +233,7 @@ class MultiConvPositionalEmbedding(nn.Module):
         for conv in self.convs:
             if keep is not None:
                 x = x * keep
-            x = conv(x)
+            x = apply_conv(conv, x)
             if self.num_remove:
                 x = x[..., : -self.num_remove]
             x = F.layer_norm(x.transpose(1, 2), (x.shape[1],), eps=self.eps).transpose(1, 2)

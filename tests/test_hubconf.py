@@ -40,8 +40,9 @@ def test_entry_points_are_listed() -> None:
 def test_spidr_base_through_torch_hub(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixtures_dir: Path
 ) -> None:
-    """torch.hub.load(repo, "spidr_base") downloads (from a loopback mirror) and loads SpidR,
-    identical to loading the fixture directly; sys.path is left as it was."""
+    """torch.hub.load(repo, "spidr_base") downloads (from a loopback mirror) and loads SpidR
+    with the CPU inference fast paths, computing what the fixture loaded directly computes;
+    sys.path is left as it was."""
     fixture = fixtures_dir / "spidr" / "tiny_spidr"
     served = tmp_path / "served"
     served.mkdir()
@@ -61,12 +62,14 @@ def test_spidr_base_through_torch_hub(
         )
     assert sys.path == path_before
     import sslspeech
+    from sslspeech.models.cpu_inference import TiledConvFeatureExtractor
 
     reference = sslspeech.SpidR.from_pretrained(fixture)
     assert type(model) is sslspeech.SpidR
+    assert isinstance(model.encoder.feature_extractor, TiledConvFeatureExtractor)
     waveforms = load_file(fixture / "inputs.safetensors")["waveforms"]
     with torch.no_grad():
-        assert torch.equal(model.encode(waveforms), reference.encode(waveforms))
+        torch.testing.assert_close(model.encode(waveforms), reference.encode(waveforms))
 
 
 def test_load_model_through_torch_hub(fixtures_dir: Path) -> None:

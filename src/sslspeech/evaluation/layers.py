@@ -56,12 +56,14 @@ def layer_features(
     batches of `batch_samples` padded samples (`sslspeech.features.batching`).
 
     The waveform is standardized first when the checkpoint says so (`config.normalize_input`).
+    `model` is put in eval mode and given the CPU inference fast paths (in place).
     """
     from sslspeech.data.audio import load_audio, standardize
     from sslspeech.features.batching import batched_layers
+    from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
     device = torch.device(device) if device is not None else torch.device("cpu")
-    model = model.to(device).eval()
+    model = optimize_for_cpu_inference(model.to(device).eval())
     fileids = list(audio)
     waveforms = [torch.from_numpy(load_audio(path)) for path in audio.values()]
     if model.config.normalize_input:

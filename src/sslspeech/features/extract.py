@@ -98,9 +98,11 @@ class Featurizer:
         self.normalize = False
         if spec.kind == "model":
             from sslspeech.models import load_model
+            from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
             assert spec.checkpoint is not None and spec.layer is not None
-            self.model = load_model(spec.checkpoint).to(self.device).eval()
+            model = load_model(spec.checkpoint).to(self.device).eval()
+            self.model = optimize_for_cpu_inference(model)
             if spec.layer > self.model.num_layers:
                 raise ConfigError(
                     f"{spec.checkpoint} has {self.model.num_layers} layers; layer {spec.layer} "

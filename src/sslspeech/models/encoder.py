@@ -3,6 +3,7 @@
 waveforms (B, N) -> ConvFeatureExtractor -> (B, T, C) -> FeatureProjection -> (B, T, D)
 -> Transformer (positional conv + layers) -> (B, T, D). `lengths` (valid samples per row, then
 valid frames per row) is threaded through every block; frames past a row's length are padding.
+Faster CPU inference variants of some blocks live in `cpu_inference`, applied from outside.
 """
 
 from __future__ import annotations
@@ -14,39 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslspeech.errors import ConfigError, DataError
+from sslspeech.models.compiled_conv import apply_conv
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.dropin import lengths_from_attention_mask, native_state_dict_pre_hook
 from sslspeech.models.pretrained import Pretrained
-
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _onednn_inference(x: Tensor) -> bool:
-    """Whether the oneDNN inference paths apply: float32 on CPU with autograd and autocast off.
-    There they beat the default kernels (MKL's GEMM takes no AVX-512 path on AMD CPUs; GELU
-    fuses into the GEMM) with results equal up to float rounding."""
-    return (
-        _ONEDNN
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-    )
-
-
-class Linear(nn.Linear):
-    """nn.Linear, optionally followed by GELU; CPU float32 inference runs on oneDNN's GEMM
-    (1.2-1.6x faster than MKL's on AMD CPUs)."""
-
-    def forward(self, x: Tensor, gelu: bool = False) -> Tensor:
-        """[..., in_features] -> [..., out_features]."""
-        if _onednn_inference(x):
-            attr, algorithm = ("gelu", "none") if gelu else ("none", "")
-            return torch.ops.mkldnn._linear_pointwise(
-                x.contiguous(), self.weight, self.bias, attr, [], algorithm
-            )
-        x = super().forward(x)
-        return F.gelu(x) if gelu else x
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -77,48 +49,16 @@ class ConvLayerBlock(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride, bias=bias)
         self.layer_norm = norm
 
-    def forward(self, x: Tensor, folded: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """[batch, in_channel, sample] -> [batch, out_channel, frame]; `folded` (from
-        `fold_group_norm`) replaces conv -> GroupNorm by one GEMM."""
-        if folded is not None:
-            weight, bias = folded
-            return F.gelu(torch.baddbmm(bias, weight, self.windows(x[:, 0]).transpose(1, 2)))
-        x = self.conv(x)
+    def forward(self, x: Tensor) -> Tensor:
+        """[batch, in_channel, sample] -> [batch, out_channel, frame]."""
+        x = apply_conv(self.conv, x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return F.gelu(x)
 
-    def windows(self, waveforms: Tensor) -> Tensor:
-        """[batch, sample] -> [batch, frame, kernel]: the conv's input windows (a view)."""
-        batch, num_samples = waveforms.shape
-        frames = (num_samples - self.kernel) // self.stride + 1
-        return waveforms.contiguous().as_strided(
-            (batch, frames, self.kernel), (num_samples, self.stride, 1)
-        )
-
-    def fold_group_norm(self, waveforms: Tensor) -> tuple[Tensor, Tensor]:
-        """conv -> per-channel GroupNorm over the frames of 1-channel `waveforms` [batch,
-        sample] as one GEMM: weight [batch, channel, kernel] and bias [batch, channel, 1].
-        The conv is linear, so each channel's mean and variance follow from the windows' mean
-        and kernel x kernel covariance (float64); the conv bias cancels out."""
-        norm = self.layer_norm
-        assert isinstance(norm, nn.GroupNorm) and norm.weight is not None
-        windows = self.windows(waveforms).double()
-        weight = self.conv.weight[:, 0].double()  # [channel, kernel]
-        mean = windows.mean(1)  # [batch, kernel]
-        centered = windows - mean[:, None]
-        covariance = centered.transpose(1, 2) @ centered / windows.shape[1]
-        channel_var = torch.einsum("ck,bkl,cl->bc", weight, covariance, weight)
-        scale = torch.rsqrt(channel_var + norm.eps) * norm.weight.double()  # [batch, channel]
-        shift = norm.bias.double() - (mean @ weight.T) * scale
-        return (weight[None] * scale[:, :, None]).float(), shift.float()[:, :, None]
-
 
 class ConvFeatureExtractor(nn.Module):
     """The strided conv stack turning waveforms into frames (50 Hz for the base stack)."""
-
-    tile_samples: int = 20480
-    """Samples per tile (times the batch size) of the CPU inference path."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -163,41 +103,17 @@ class ConvFeatureExtractor(nn.Module):
                 f"{self.config.receptive_field} ({self.config.receptive_field / 16000:.3f} s at "
                 "16 kHz) for one frame"
             )
-        if _onednn_inference(waveforms):
-            x = self._forward_tiled(waveforms)
-        else:
-            x = waveforms.unsqueeze(1)
-            for block in self.conv_layers:
-                x = block(x)
-        x = x.transpose(1, 2)
+        x = self.convolve(waveforms).transpose(1, 2)
         if lengths is None:
             return x, None
         return x, self.frame_lengths(lengths, num_samples=num_samples, num_frames=x.shape[1])
 
-    def _forward_tiled(self, waveforms: Tensor) -> Tensor:
-        """[batch, sample] -> [batch, channel, frame], the stack run over tiles of about
-        `tile_samples` samples per batch so that each layer's input stays in cache (1.2x
-        faster on CPU), with the first conv + GroupNorm as one GEMM. Frame-exact: tiles start
-        at multiples of the total stride, and GroupNorm statistics come from the whole rows."""
-        first, *rest = self.conv_layers
-        assert isinstance(first, ConvLayerBlock)
-        folded = None
-        if isinstance(first.layer_norm, nn.GroupNorm):
-            folded = first.fold_group_norm(waveforms)
-        hop = self.config.samples_per_frame
-        num_frames = int(conv_output_lengths(torch.tensor([waveforms.shape[1]]), self.config)[0])
-        tile = max(1, self.tile_samples // (hop * waveforms.shape[0]))
-        tiles = []
-        for start in range(0, num_frames, tile):
-            stop = min(num_frames, start + tile)
-            x = first(
-                waveforms[:, None, start * hop : (stop - 1) * hop + self.config.receptive_field],
-                folded,
-            )
-            for block in rest:
-                x = block(x)
-            tiles.append(x)
-        return torch.cat(tiles, dim=2)
+    def convolve(self, waveforms: Tensor) -> Tensor:
+        """[batch, sample] -> [batch, channel, frame]: the conv blocks in turn."""
+        x = waveforms.unsqueeze(1)
+        for block in self.conv_layers:
+            x = block(x)
+        return x
 
     def frame_lengths(
         self, lengths: Tensor, num_samples: int | None = None, num_frames: int | None = None
@@ -251,7 +167,7 @@ class FeatureProjection(nn.Module):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.conv_channels, eps=config.layer_norm_eps)
         self.projection = (
-            Linear(config.conv_channels, config.embed_dim) if config.feature_projection else None
+            nn.Linear(config.conv_channels, config.embed_dim) if config.feature_projection else None
         )
         self.dropout = nn.Dropout(config.projection_dropout)
 
@@ -278,22 +194,14 @@ class ConvolutionalPositionalEmbedding(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """[batch, frame, feature] (padding already zeroed) -> [batch, frame, feature]."""
-        if _onednn_inference(x):
-            # The input read in place as a channels-last 2-D image: oneDNN's grouped conv runs
-            # ~1.4x faster on that layout than conv1d on (batch, feature, frame).
-            conv = self.conv
-            x = F.conv2d(
-                x.transpose(1, 2).unsqueeze(2),
-                conv.weight.unsqueeze(2),
-                conv.bias,
-                padding=(0, self.kernel // 2),
-                groups=conv.groups,
-            ).squeeze(2)
-        else:
-            x = self.conv(x.transpose(1, 2))
+        x = self.convolve(x.transpose(1, 2))
         if self.num_remove:
             x = x[..., : -self.num_remove]
         return F.gelu(x).transpose(1, 2)
+
+    def convolve(self, x: Tensor) -> Tensor:
+        """[batch, feature, frame] -> [batch, feature, frame + 1 if K is even]: the conv."""
+        return apply_conv(self.conv, x)
 
 
 class MultiConvPositionalEmbedding(nn.Module):
@@ -326,7 +234,7 @@ class MultiConvPositionalEmbedding(nn.Module):
         for conv in self.convs:
             if keep is not None:
                 x = x * keep
-            x = conv(x)
+            x = apply_conv(conv, x)
             if self.num_remove:
                 x = x[..., : -self.num_remove]
             x = F.layer_norm(x.transpose(1, 2), (x.shape[1],), eps=self.eps).transpose(1, 2)
@@ -344,8 +252,8 @@ class SelfAttention(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.dropout = dropout
-        self.qkv = Linear(embed_dim, 3 * embed_dim, bias=qkv_bias)
-        self.proj = Linear(embed_dim, embed_dim)
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         """[batch, frame, feature] (+ bool [batch, 1, 1, frame], True = attend) -> same shape."""
@@ -364,13 +272,14 @@ class FeedForward(nn.Module):
 
     def __init__(self, embed_dim: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.intermediate_dense = Linear(embed_dim, ffn_dim)
+        self.intermediate_dense = nn.Linear(embed_dim, ffn_dim)
         self.intermediate_dropout = nn.Dropout(dropout)
-        self.output_dense = Linear(ffn_dim, embed_dim)
+        self.output_dense = nn.Linear(ffn_dim, embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """[batch, frame, feature] -> [batch, frame, feature]."""
-        return self.output_dense(self.intermediate_dropout(self.intermediate_dense(x, gelu=True)))
+        hidden = F.gelu(self.intermediate_dense(x))
+        return self.output_dense(self.intermediate_dropout(hidden))
 
 
 class EncoderLayer(nn.Module):
@@ -479,12 +388,9 @@ class Transformer(nn.Module):
             out, ffn = layer(x, attn_mask)
             layer_outputs.append(out)
             ffn_outputs.append(ffn)
-            if not (
-                self.training
-                and self.config.layer_drop > 0
-                and torch.rand(()) < self.config.layer_drop
-            ):
-                x = out
+            if self.training and self.config.layer_drop > 0:
+                out = torch.where(torch.rand(()) < self.config.layer_drop, x, out)
+            x = out
         if num_layers == total and self.config.layer_norm_first:
             x = self.layer_norm(x)
         return TransformerOutput(x, layer_outputs, ffn_outputs, layer_input)
@@ -539,10 +445,14 @@ class Encoder(nn.Module):
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None = None, num_layers: int | None = None
     ) -> EncoderOutput:
-        """[batch, sample] (+ valid samples [batch]) -> EncoderOutput."""
+        """[batch, sample] (+ valid samples [batch]) -> EncoderOutput; checks `lengths` (on
+        the host: the training forwards call the blocks, on the collator's lengths)."""
         features, frame_lengths = self.extract(waveforms, lengths)
+        if lengths is not None:
+            check_lengths(lengths, waveforms.shape[1], self.config.receptive_field)
         x = self.feature_projection(features)
-        out = self.transformer(x, frame_lengths, num_layers)
+        padded = frame_lengths is not None and bool((frame_lengths < x.shape[1]).any())
+        out = self.transformer(x, frame_lengths if padded else None, num_layers)
         return EncoderOutput(
             out.output,
             out.layer_outputs,
@@ -553,24 +463,27 @@ class Encoder(nn.Module):
         )
 
     def extract(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Conv features [batch, frame, channel] and valid frames per row; checks `lengths`."""
+        """Conv features [batch, frame, channel] and valid frames per row (shapes checked)."""
         if lengths is not None:
             lengths = torch.as_tensor(lengths, dtype=torch.long, device=waveforms.device)
             if lengths.shape != waveforms.shape[:1]:
                 raise DataError(
                     f"lengths must have shape ({waveforms.shape[0]},); got {tuple(lengths.shape)}"
                 )
-            short = (lengths < self.config.receptive_field).nonzero().flatten().tolist()
-            if short:
-                raise DataError(
-                    f"rows {short} have fewer than {self.config.receptive_field} valid samples "
-                    f"(lengths {lengths[short].tolist()}): too short for one frame"
-                )
-            if bool((lengths > waveforms.shape[1]).any()):
-                raise DataError(
-                    f"lengths {lengths.tolist()} exceed the {waveforms.shape[1]} samples per row"
-                )
         return self.feature_extractor(waveforms, lengths)
+
+
+def check_lengths(lengths: Tensor, num_samples: int, receptive_field: int) -> None:
+    """Raise DataError unless every row's valid samples are in [receptive_field, num_samples]."""
+    lengths = torch.as_tensor(lengths).cpu()
+    short = (lengths < receptive_field).nonzero().flatten().tolist()
+    if short:
+        raise DataError(
+            f"rows {short} have fewer than {receptive_field} valid samples "
+            f"(lengths {lengths[short].tolist()}): too short for one frame"
+        )
+    if bool((lengths > num_samples).any()):
+        raise DataError(f"lengths {lengths.tolist()} exceed the {num_samples} samples per row")
 
 
 class EncoderModel(Pretrained):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sslspeech.errors import CheckpointError, SSLSpeechError
+from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 from sslspeech.models.registry import model_class
 from sslspeech.training import checkpoint as ckpt
 from sslspeech.training.config import resolve_config
@@ -60,7 +61,8 @@ def validate_checkpoint(
     """Validation record of one training checkpoint: step, checkpoint name, loss, stats."""
     saved = ckpt.TrainingCheckpoint.load(path)
     config = resolve_config(saved.config)
-    model = model_class(saved.model.model_type).from_checkpoint(saved.model).to(device)
+    model = model_class(saved.model.model_type).from_checkpoint(saved.model)
+    model = optimize_for_cpu_inference(model.to(device))
     env = resolve_environment("cpu" if device.type == "cpu" else "cuda", environ={})
     split = build_split(config, model, env, str(manifest), train=False)
     values = evaluate(model, build_objective(config.model.type, model), split, device)

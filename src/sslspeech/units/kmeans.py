@@ -105,6 +105,32 @@ def _seconds_per_row(k: int, d: int, rows: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / x.shape[0]
 
 
+def _non_finite(frames: Frames) -> DataError:
+    return DataError(
+        f"the k-means input ({frames.describe()}) holds NaN or infinite values; "
+        "find the utterance with `sslspeech check` and re-extract its features"
+    )
+
+
+def _initial_centroids(
+    frames: Frames,
+    rows: np.ndarray,
+    k: int,
+    generator: torch.Generator,
+    device: torch.device,
+    ranks: Ranks,
+) -> torch.Tensor:
+    """k-means++ on the sample `rows`, by rank 0, broadcast to every rank."""
+    init = torch.full((k, frames.dim), math.nan, device=device)
+    if ranks.rank == 0:
+        sample = frames.take(rows).to(device)
+        if bool(torch.isfinite(sample).all()):
+            init = kmeans_plusplus(sample, k, generator)
+    if not bool(torch.isfinite(ranks.broadcast(init)).all()):  # so that every rank stops
+        raise _non_finite(frames)
+    return init
+
+
 def fit_frames(
     frames: Frames,
     k: int,
@@ -141,21 +167,15 @@ def fit_frames(
     best: FitResult | None = None
     for run in range(n_init):
         rows = np.sort(rng.choice(n, size, replace=False))
-        init = torch.empty(k, frames.dim, device=device)
-        if ranks.rank == 0:
-            init = kmeans_plusplus(frames.take(rows).to(device), k, generator)
-        ranks.broadcast(init)
+        init = _initial_centroids(frames, rows, k, generator, device, ranks)
         if method == "lloyd":
             result = lloyd(frames, init, max_iter, tol, inertia_tol, chunk_size, ranks)
         else:
             result = minibatch(
                 frames, init, generator, max_iter, batch_size, max_no_improvement, chunk_size
             )
-        if not math.isfinite(result.inertia):
-            raise DataError(
-                f"the k-means input ({frames.describe()}) holds NaN or infinite values; "
-                "find the utterance with `sslspeech check` / re-extract the features"
-            )
+        if not math.isfinite(result.inertia):  # a NaN outside the k-means++ sample
+            raise _non_finite(frames)
         log.debug("k-means run %d: inertia %.6g after %d", run, result.inertia, result.iterations)
         if best is None or result.inertia < best.inertia:
             best = result
@@ -225,8 +245,6 @@ class KMeans:
         work happens (default: x's). Inputs are used as float32; sums are accumulated in float64.
         """
         data = _as_tensor(x, device)
-        if not bool(torch.isfinite(data).all()):
-            raise DataError("k-means input holds NaN or infinite values")
         return fit_frames(
             TensorFrames(data),
             k,

@@ -2,7 +2,9 @@
 -> transcribe -> merge, every stage a public `sslspeech` command with 2 shards/processes, at the
 full size and at a quarter of it. One JSON line per stage and size (wall time, throughput, peak
 memory of the stage's process tree), then the full/quarter ratios: time should grow 4x (linear),
-memory stay flat.
+memory stay flat. The machine's load changes from stage to stage and every stage pays a
+fixed start-up (the `startup` line: `python -m sslspeech --version`), so read small stages
+with care.
 
 The corpus: short snippets cut from a small synthetic corpus (espeak-ng), hard-linked under
 distinct names (so the files cost no disk), in folders of 1000.
@@ -118,7 +120,9 @@ def run_stage(command: list[str]) -> dict[str, float]:
     }
 
 
-def rehearse(corpus: Path, work: Path, audio_seconds: float, k: int) -> dict[str, dict]:
+def rehearse(
+    corpus: Path, work: Path, utterances: int, audio_seconds: float, k: int
+) -> dict[str, dict]:
     """Every stage on one corpus; the per-stage records."""
     manifest, store = work / "manifest.csv", work / "mfcc"
     km, units, labels = work / "km.safetensors", work / "units.jsonl", work / "labels.csv"
@@ -133,10 +137,11 @@ def rehearse(corpus: Path, work: Path, audio_seconds: float, k: int) -> dict[str
     stages["mfcc"].append("--quiet")
     stages["kmeans"] += ["--nproc", "2", "--max-iter", "10"]
     stages["transcribe"] += ["--workers", "2", "--quiet"]
-    records = {}
+    records = {"startup": run_stage(["--version"])}  # python + torch import, in every stage
     for name, command in stages.items():
         records[name] = run_stage(command)
         records[name]["audio_s_per_s"] = round(audio_seconds / records[name]["seconds"], 1)
+        records[name]["utterances_per_s"] = round(utterances / records[name]["seconds"], 1)
     from sslspeech.utils.safetensors import load_metadata
 
     meta = load_metadata(km)
@@ -161,7 +166,7 @@ def main() -> None:
             corpus = tiled_corpus(work, sources, size)
             folder = work / f"run_{size}"
             folder.mkdir()
-            records = rehearse(corpus, folder, size * args.seconds, args.k)
+            records = rehearse(corpus, folder, size, size * args.seconds, args.k)
             for stage, record in records.items():
                 emit({"name": f"scale_{stage}", "utterances": size, **record})
             results[size] = records

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from sslspeech.features.stream import default_block_rows
 
-CHUNK_ENTRIES = {"cpu": 1 << 22, "cuda": 1 << 26}  # rows x k distances per GEMM (CPU: 16 MB)
+CHUNK_ENTRIES = {"cpu": 1 << 19, "cuda": 1 << 26}  # rows x k distances per GEMM (CPU: 2 MB)
 SUM_ROWS = 16384  # rows summed in float32 before adding into the float64 total
 
 
@@ -107,8 +107,8 @@ class Ranks:
 
 
 def chunk_rows(k: int, chunk_size: int | None, device: torch.device) -> int:
-    """Rows per distance GEMM: `chunk_size`, else about 16 MB of distances on CPU (few, large
-    parallel regions: shared cores stall less), 256 MB on GPU."""
+    """Rows per distance GEMM: `chunk_size`, else about 2 MB of distances on CPU (they stay in
+    cache for the argmin), 256 MB on GPU."""
     if chunk_size is not None:
         return max(1, chunk_size)
     budget = CHUNK_ENTRIES["cpu" if device.type == "cpu" else "cuda"]
@@ -134,7 +134,12 @@ class Nearest:
         not need ||x||^2. Views of the buffers, valid until the next call."""
         m = chunk.shape[0]
         dot = torch.addmm(self._c_sq, chunk, self.centroids.T, alpha=-2.0, out=self._dot[:m])
-        best, labels = torch.min(dot, 1, out=(self._best[:m], self._labels[:m]))
+        best, labels = self._best[:m], self._labels[:m]
+        if dot.device.type == "cpu":  # numpy's SIMD argmin: 2-3x faster than torch.min(dim=1)
+            np.argmin(dot.numpy(), axis=1, out=labels.numpy())
+            torch.gather(dot, 1, labels[:, None], out=best[:, None])
+        else:
+            torch.min(dot, 1, out=(best, labels))
         return labels, best
 
     def squared_norms(self, chunk: torch.Tensor) -> torch.Tensor:

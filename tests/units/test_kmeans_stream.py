@@ -136,3 +136,13 @@ def test_two_local_processes_give_the_centroids_of_one(tmp_path, monkeypatch):
     two = _fit_command(store, tmp_path / "two.safetensors", "--block-rows", "1000", "--nproc", "2")
     torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-5)
     assert KMeans.load(tmp_path / "two.safetensors").metadata["world_size"] == "2"
+
+
+def test_the_plan_is_logged_before_the_fit(tmp_path, caplog):
+    """Before k-means++ starts: data size, memory per process and an estimated time."""
+    store = write_store(tmp_path / "store", utterances(), dtype="float16")
+    with caplog.at_level("INFO", logger="sslspeech.units.kmeans"):
+        fit_store(open_store(store), 8, fraction=1.0, max_iter=3)
+    (plan,) = [r.getMessage() for r in caplog.records if "estimated time" in r.getMessage()]
+    assert "frames x 6 from 40 utterances (float16 store" in plan
+    assert "MiB per process" in plan and "s per pass x 3" in plan

@@ -128,12 +128,24 @@ class Nearest:
         self._best = torch.empty(rows, device=device, dtype=dtype)
         self._norms = torch.empty(rows, device=device, dtype=dtype)
         self._labels = torch.empty(rows, dtype=torch.long, device=centroids.device)
+        # Few dims, many centroids: one GEMM of [x, 1] by [-2c, ||c||^2] beats addmm's extra
+        # pass over the (rows, k) output (17% on 39-dim MFCC, k=100); the copy of x costs more
+        # than it saves when dim >= k.
+        self._augmented: torch.Tensor | None = None
+        if centroids.shape[1] < k:
+            self._augmented = torch.ones(rows, centroids.shape[1] + 1, device=device, dtype=dtype)
+            self._weights = torch.cat([-2.0 * centroids, self._c_sq.T], 1).T
 
     def __call__(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels, ||c||^2 - 2 x.c of the nearest c) of at most `rows` rows: the argmin does
         not need ||x||^2. Views of the buffers, valid until the next call."""
         m = chunk.shape[0]
-        dot = torch.addmm(self._c_sq, chunk, self.centroids.T, alpha=-2.0, out=self._dot[:m])
+        if self._augmented is None:
+            dot = torch.addmm(self._c_sq, chunk, self.centroids.T, alpha=-2.0, out=self._dot[:m])
+        else:
+            augmented = self._augmented[:m]
+            augmented[:, :-1].copy_(chunk)
+            dot = torch.mm(augmented, self._weights, out=self._dot[:m])
         best, labels = self._best[:m], self._labels[:m]
         if dot.device.type == "cpu":  # numpy's SIMD argmin: 2-3x faster than torch.min(dim=1)
             np.argmin(dot.numpy(), axis=1, out=labels.numpy())

@@ -19,6 +19,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 start, cpu = time.perf_counter(), time.process_time()
 model = fit_store(open_store(sys.argv[1]), int(sys.argv[4]), fraction=1.0, seed=0,
-                  max_iter=25, tol=0, inertia_tol=0)
+                  max_iter=int(sys.argv[5]), tol=0, inertia_tol=0)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 done.set()
 model.save(sys.argv[2])
@@ -212,23 +213,36 @@ print(json.dumps({**record, "peak_kib": max(peak[0], anon_kib())}))
 """
 
 
-def kmeans_out_of_core(x: np.ndarray, k: int, work: Path, threads: int, faiss_s: float) -> None:
-    """The same fit streamed from a float32 store on disk, in a fresh process: time and peak
-    anonymous memory (RssAnon sampled every 5 ms; the mmapped pages are file-backed)."""
+def _layer_store(x: np.ndarray, directory: Path, copies: int = 1) -> int:
+    """`x` (tiled `copies` times) as a 2-shard float32 store of 500-frame utterances; its bytes."""
     from sslspeech.features import StoreWriter
     from sslspeech.features.store import write_store_meta
+
+    write_store_meta(directory, {"num_shards": 2})
+    for shard in range(2):
+        with StoreWriter(directory, shard, 2) as writer:
+            for copy in range(copies):
+                part = np.array_split(np.arange(len(x)), 2)[shard]
+                for i, rows in enumerate(np.array_split(part, len(part) // 500)):
+                    writer.add(f"c{copy}s{shard}u{i}", x[rows])
+    return sum(p.stat().st_size for p in directory.glob("*.npy"))
+
+
+def _fit_out_of_core(store: Path, out: Path, threads: int, k: int, passes: int) -> dict:
+    child = [sys.executable, "-c", OOC_CHILD, str(store), str(out), str(threads), str(k)]
+    run = subprocess.run([*child, str(passes)], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
+
+
+def kmeans_out_of_core(x: np.ndarray, k: int, work: Path, threads: int, faiss_s: float) -> None:
+    """The same fit streamed from a float32 store on disk, in a fresh process: time and peak
+    anonymous memory (RssAnon sampled every 5 ms; the mmapped pages are file-backed); then
+    the memory of 3 passes over a store 3x as large (the same frames tiled)."""
     from sslspeech.units import KMeans
 
-    store = work / "layer_store"
-    write_store_meta(store, {"num_shards": 2})
-    for shard, part in enumerate(np.array_split(np.arange(len(x)), 2)):
-        with StoreWriter(store, shard, 2) as writer:
-            for i, rows in enumerate(np.array_split(part, len(part) // 500)):
-                writer.add(f"s{shard}u{i}", x[rows])
-    size = sum(p.stat().st_size for p in store.glob("*.npy"))
+    size = _layer_store(x, work / "layer_store")
     out = work / "ooc.safetensors"
-    child = [sys.executable, "-c", OOC_CHILD, str(store), str(out), str(threads), str(k)]
-    result = json.loads(subprocess.run(child, capture_output=True, text=True, check=True).stdout)
+    result = _fit_out_of_core(work / "layer_store", out, threads, k, 25)
     used = (result["peak_kib"] - result["baseline_kib"]) / 1024
     inertia = KMeans.load(out).inertia(torch.from_numpy(x))
     emit(
@@ -252,8 +266,23 @@ def kmeans_out_of_core(x: np.ndarray, k: int, work: Path, threads: int, faiss_s:
         baseline_mib=round(result["baseline_kib"] / 1024, 1),
         store_mib=round(size / 2**20, 1),
         store_over_memory_used=round(size / 2**20 / used, 1),
+        store_over_peak_anon=round(size / 1024 / result["peak_kib"], 1),
         note="baseline: RssAnon after importing torch and sslspeech, before fit_store",
     )
+    shutil.rmtree(work / "layer_store")
+    size = _layer_store(x, work / "layer_store_3x", copies=3)
+    tiled = _fit_out_of_core(work / "layer_store_3x", out, threads, k, 3)
+    emit(
+        "kmeans_out_of_core_3x_peak_anon",
+        round(tiled["peak_kib"] / 1024, 1),
+        "MiB",
+        above_baseline_mib=round((tiled["peak_kib"] - tiled["baseline_kib"]) / 1024, 1),
+        store_mib=round(size / 2**20, 1),
+        frames=3 * len(x),
+        passes=3,
+        note="memory does not grow with the store",
+    )
+    shutil.rmtree(work / "layer_store_3x")
 
 
 RSS_CHILD = """

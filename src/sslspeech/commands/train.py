@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from sslspeech.commands.slurm_job import add_slurm_job_arguments, slurm_job_options
+
 OVERRIDE_FLAGS = {
     "workdir": "run.workdir",
     "manifest": "data.manifest",
@@ -45,20 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the job; run nothing"
     )
-    slurm = parser.add_argument_group("SLURM (submitit)")
-    slurm.add_argument("--slurm", action="store_true", help="submit a SLURM job instead")
-    slurm.add_argument("-A", "--account", help="account")
-    slurm.add_argument("-N", "--nodes", type=int, default=1, help="nodes")
-    slurm.add_argument("-G", "--gpus-per-node", type=int, default=1, help="GPUs per node")
-    slurm.add_argument("-c", "--cpus-per-task", type=int, help="CPU cores per GPU")
-    slurm.add_argument("-t", "--time", type=int, help="time limit per job, minutes")
-    slurm.add_argument("-C", "--constraint", help="node constraint, e.g. h100")
-    slurm.add_argument("-q", "--qos", help="quality of service")
-    slurm.add_argument("-p", "--partition", help="partition")
-    slurm.add_argument("--mem-per-gpu", help="memory per GPU, e.g. 80G")
-    slurm.add_argument(
-        "--slurm-cluster", default=None, help="submitit cluster (default: detect; local: here)"
-    )
+    add_slurm_job_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.slurm:
         from sslspeech.launch.slurm import submit_training
 
-        options = _slurm_options(args)
+        options = slurm_job_options(args)
         job = submit_training(config, options, apply_config_changes=args.apply_config_changes)
         print(json.dumps({"job_id": str(job.job_id), "workdir": str(workdir)}))
         return 0
@@ -140,23 +129,6 @@ def _train_here(config: Any, apply_config_changes: bool) -> int:
     return 0
 
 
-def _slurm_options(args: argparse.Namespace) -> Any:
-    from sslspeech.launch.slurm import SlurmOptions
-
-    return SlurmOptions(
-        account=args.account,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
-        time_minutes=args.time,
-        constraint=args.constraint,
-        qos=args.qos,
-        partition=args.partition,
-        mem_per_gpu=args.mem_per_gpu,
-        cluster=args.slurm_cluster,
-    )
-
-
 def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from sslspeech.launch.local import worker_command
 
@@ -166,7 +138,7 @@ def _dry_run(config: Any, args: argparse.Namespace) -> int:
     if args.slurm:
         from sslspeech.launch.slurm import describe_job
 
-        job = {"launcher": "slurm", **describe_job(config, _slurm_options(args))}
+        job = {"launcher": "slurm", **describe_job(config, slurm_job_options(args))}
     elif args.nproc > 1:
         job = {
             "launcher": "local",

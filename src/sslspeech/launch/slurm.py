@@ -100,6 +100,17 @@ def make_executor(folder: str | os.PathLike[str], options: SlurmOptions, **param
     return executor
 
 
+def export_torch_distributed() -> None:
+    """In a submitit task of a job of several: torchrun's variables for this task (the GPU is
+    chosen from LOCAL_RANK by the resolver, whether the task sees one GPU or all the node's)."""
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+
+
 def requeue_current_job() -> bool:
     """`scontrol requeue $SLURM_JOB_ID` when running in a SLURM job (outside submitit)."""
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -128,17 +139,9 @@ class TrainingJob:
         self.apply_config_changes = apply_config_changes
 
     def __call__(self) -> dict[str, Any]:
-        import submitit
-
         from sslspeech.training.trainer import StopFlag, train
 
-        environment = submitit.JobEnvironment()
-        if environment.num_tasks > 1:
-            # torchrun's variables for this task; the GPU is chosen from LOCAL_RANK by the
-            # resolver, whether the task sees one GPU or all of the node's.
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=False, overwrite=True
-            )
+        export_torch_distributed()
         stop = StopFlag().install(STOP_SIGNALS)
         on_checkpoint = None
         if self.config.run.validation == "job" and self.config.data.val_manifest and self.options:

@@ -286,6 +286,6 @@ def test_state_dict_missing_a_shape_source_is_a_clear_error(
     del state["encoder.feature_projection.projection.weight"]
     path = tmp_path / "model.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match="feature_projection.projection.weight") as raised:
+    with pytest.raises(CheckpointError, match=r"feature_projection\.projection\.weight") as raised:
         load_model(path, num_heads=2, layer_norm_first=False)
     assert str(path) in str(raised.value)

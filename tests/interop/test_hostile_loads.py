@@ -289,3 +289,15 @@ def test_state_dict_missing_a_shape_source_is_a_clear_error(
     with pytest.raises(CheckpointError, match=r"feature_projection\.projection\.weight") as raised:
         load_model(path, num_heads=2, layer_norm_first=False)
     assert str(path) in str(raised.value)
+
+
+def test_sharded_index_cannot_point_outside_its_folder(tmp_path: Path) -> None:
+    """A `model.safetensors.index.json` naming '../x' or lacking weight_map is a clear error."""
+    for name, index in {"escape": {"weight_map": {"w": "../outside.safetensors"}},
+                        "shapeless": {"weights": []}}.items():  # fmt: skip
+        folder = _hf_folder(tmp_path, name)
+        (folder / "model.safetensors").unlink()
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: ") as raised:
+            HuBERT.from_pretrained(folder)
+        assert ("file names in its folder" in str(raised.value)) == (name == "escape")

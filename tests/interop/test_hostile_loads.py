@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ from sslspeech.errors import CheckpointError, ConfigError
 from sslspeech.interop.common import layer_indices
 from sslspeech.interop.fairseq import parse_conv_layers
 from sslspeech.interop.hf import export_hf
+from sslspeech.interop.safe_pickle import load
+from sslspeech.models import load_model
 from sslspeech.models.configs import HuBERTConfig
 from sslspeech.models.hubert import HuBERT
-from sslspeech.utils.safetensors import save_file
+from sslspeech.utils.safetensors import load_file, save_file
 
 _LEGACY_HEADER = b"".join(
     pickle.dumps(x, protocol=2) for x in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True})
@@ -75,7 +79,7 @@ def _deflate_bomb(path: Path) -> None:
         crc = zlib.crc32(chunk, crc)
     source = path.with_suffix(".src")
     torch.save({"w": torch.zeros(1)}, source)
-    with __import__("zipfile").ZipFile(source) as archive:
+    with zipfile.ZipFile(source) as archive:
         records = {
             info.filename: (archive.read(info), 0, info.CRC, info.file_size)
             for info in archive.infolist()
@@ -102,8 +106,6 @@ def _hf_folder(root: Path, name: str, **changes: Any) -> Path:
 def _hf_layer_index_bomb(root: Path) -> Path:
     """An HF folder whose weights name layer 10^12 (a loop over every index would never end)."""
     folder = _hf_folder(root, "hf_layer_index")
-    from sslspeech.utils.safetensors import load_file
-
     state = load_file(folder / "model.safetensors")
     state["encoder.layers.1000000000000.attention.q_proj.weight"] = torch.zeros(1)
     save_file(state, folder / "model.safetensors")
@@ -247,9 +249,6 @@ def test_fairseq_and_spidr_configs_are_checked_before_building(
 ) -> None:
     """fairseq cfg and spidr config.json values get the same checks, naming the file: a NaN
     dropout, a million layers, a huge codebook."""
-    from sslspeech.interop.safe_pickle import load
-    from sslspeech.models import load_model
-
     payload = load(fixtures_dir / "hubert" / "fairseq_base_like" / "checkpoint.pt")
     payload.pop("task_state")  # its Dictionary is not re-savable; the encoder alone will do
     heads = ("label_embs_concat", "final_proj.")
@@ -265,8 +264,6 @@ def test_fairseq_and_spidr_configs_are_checked_before_building(
         with pytest.raises((CheckpointError, ConfigError), match=expected) as raised:
             load_model(path)
         assert str(path) in str(raised.value), name
-    import shutil
-
     folder = tmp_path / "spidr"
     shutil.copytree(fixtures_dir / "spidr" / "tiny_spidr", folder)
     raw = json.loads((folder / "config.json").read_text())
@@ -280,9 +277,6 @@ def test_state_dict_missing_a_shape_source_is_a_clear_error(
 ) -> None:
     """A torchaudio state dict lacking the weight its width is read from names the file and the
     key instead of a raw KeyError."""
-    from sslspeech.interop.safe_pickle import load
-    from sslspeech.models import load_model
-
     state = load(fixtures_dir / "hubert" / "torchaudio_base_like" / "model.pth")
     del state["encoder.feature_projection.projection.weight"]
     path = tmp_path / "model.pth"
@@ -290,3 +284,15 @@ def test_state_dict_missing_a_shape_source_is_a_clear_error(
     with pytest.raises(CheckpointError, match=r"feature_projection\.projection\.weight") as raised:
         load_model(path, num_heads=2, layer_norm_first=False)
     assert str(path) in str(raised.value)
+
+
+def test_sharded_index_cannot_point_outside_its_folder(tmp_path: Path) -> None:
+    """A `model.safetensors.index.json` naming '../x' or lacking weight_map is a clear error."""
+    for name, index in {"escape": {"weight_map": {"w": "../outside.safetensors"}},
+                        "shapeless": {"weights": []}}.items():  # fmt: skip
+        folder = _hf_folder(tmp_path, name)
+        (folder / "model.safetensors").unlink()
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: ") as raised:
+            HuBERT.from_pretrained(folder)
+        assert ("file names in its folder" in str(raised.value)) == (name == "escape")

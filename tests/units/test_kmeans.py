@@ -189,7 +189,11 @@ def test_broken_models_are_refused_by_transcribe(tmp_path, tiny_store, capsys):
     KMeans(np.zeros((0, 4), np.float32)).save(tmp_path / "empty.safetensors")
     entry = {"shape": [2, 4], "data_offsets": [0, 32]}
     _safetensors(tmp_path / "nodtype.safetensors", {"centroids": entry}, centroids.tobytes())
-    cases = {"nan": "centroids \\[1\\] hold NaN", "empty": "no centroid", "nodtype": "dtype None"}
+    cases = {
+        "nan": "centroids \\[1\\] hold NaN",
+        "empty": "no centroid",
+        "nodtype": "exactly dtype, shape and data_offsets",
+    }
     for name, message in cases.items():
         path = tmp_path / f"{name}.safetensors"
         with pytest.raises(DataError, match=message):

@@ -56,14 +56,22 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def test_enospc_in_atomic_open_is_one_clear_error(tmp_path, monkeypatch):
-    """ENOSPC from a write says 'no space left on DIR (needed about N MB)'; the old file stays."""
+    """ENOSPC from a write says 'no space left on DIR (... MB written ...)' when the size was
+    not known ahead, 'needed about N MB' when it was; the old file stays."""
     target = tmp_path / "out.txt"
     target.write_text("old")
     _fill_disk(monkeypatch)
-    expected = rf"no space left on {tmp_path} \(needed about"
+    expected = rf"no space left on {tmp_path} \(0\.0 MB written when it ran out for out\.txt"
     with pytest.raises(DiskFullError, match=expected), atomic_open(target, "w") as handle:
         handle.write("x" * 100)
         handle.flush()
+    expected = rf"no space left on {tmp_path} \(needed about 0\.1 MB for out\.txt"
+    with (
+        pytest.raises(DiskFullError, match=expected),
+        fileio.atomic_path(target, 100_000) as tmp,
+        tmp.open("w") as handle,
+    ):
+        handle.write("x" * 100)
     assert target.read_text() == "old" and _leftovers(tmp_path) == ["out.txt"]
 
 
@@ -87,7 +95,7 @@ def test_torch_save_writer_error_on_a_full_disk(tmp_path, monkeypatch):
     checkpoint = TrainingCheckpoint(
         model, {}, {}, {}, step=1, epoch=0, world_size=1, ranks=[], config={}
     )
-    with pytest.raises(DiskFullError, match=r"needed about 12 MB to write step_1\.pt, 0\.0 MB"):
+    with pytest.raises(DiskFullError, match=r"needed about 12 MB for step_1\.pt, 0\.0 MB free"):
         checkpoint.save(target)
     assert target.read_bytes() == b"previous" and _leftovers(tmp_path) == ["step_1.pt"]
 

@@ -143,30 +143,29 @@ def _describe(source: AudioSource) -> str:
     return str(source)
 
 
-def checked_path(path: str) -> str:
-    """`path` when soundfile can open it by name; else a DataError saying why (a file name that
-    is not UTF-8, a missing file, a dangling symlink) instead of libsndfile's "System error."."""
+def _unopenable(path: str) -> DataError | None:
+    """Why soundfile cannot open `path` by name (a file name that is not UTF-8, a missing file,
+    a dangling symlink) instead of libsndfile's "System error."; None when the file is there."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise DataError(
+        return DataError(
             f"{path!r}: the file name is not valid UTF-8 (manifests and libsndfile need UTF-8); "
             "rename it (e.g. `convmv -f latin1 -t utf8 --notest FILE`) and rebuild the manifest"
-        ) from None
+        )
     file = Path(path)
-    if not file.is_file():
-        link = (
-            f" (a symlink to {file.readlink()}, which does not exist)" if file.is_symlink() else ""
-        )
-        raise DataError(
-            f"{path}: no such audio file{link}; restore it or rebuild the manifest with "
-            "`sslspeech manifest`"
-        )
-    return path
+    if file.is_file():
+        return None
+    link = f" (a symlink to {file.readlink()}, which does not exist)" if file.is_symlink() else ""
+    return DataError(
+        f"{path}: no such audio file{link}; restore it or rebuild the manifest with "
+        "`sslspeech manifest`"
+    )
 
 
 def not_audio(source: AudioSource, error: Exception, what: str) -> DataError:
-    """The error for bytes libsndfile refuses; for a tar member, says where they were read."""
+    """The error for a source soundfile refused: a missing or misnamed file, bytes of a tar that
+    are not audio (a stale manifest), or what libsndfile said."""
     reason = getattr(error, "error_string", None) or str(error)
     if isinstance(source, ManifestEntry) and source.archive is not None:
         return DataError(
@@ -174,19 +173,20 @@ def not_audio(source: AudioSource, error: Exception, what: str) -> DataError:
             f"(member {source.path}) are not audio ({reason}); the manifest may be stale: "
             "re-run `sslspeech manifest` on the archive"
         )
-    return DataError(f"{_describe(source)}: {what} ({reason})")
+    path = source.path if isinstance(source, ManifestEntry) else os.fspath(source)
+    return _unopenable(path) or DataError(f"{_describe(source)}: {what} ({reason})")
 
 
 def _open_source(source: AudioSource, whole: bool) -> str | BinaryIO:
     """What soundfile should open: a path, the member's bytes, or a lazy range view."""
     if isinstance(source, ManifestEntry):
         if source.archive is None:
-            return checked_path(source.path)
+            return source.path
         offset, size = source.byte_offset or 0, source.byte_size or 0
         if whole:
             return io.BytesIO(read_range(source.archive, offset, size))
         return io.BufferedReader(RangeFile(source.archive, offset, size))
-    return checked_path(os.fspath(source))
+    return os.fspath(source)
 
 
 def audio_info(source: AudioSource) -> AudioInfo:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sslspeech.data.audio import SAMPLE_RATE, RangeFile, checked_path, not_audio, read_range
+from sslspeech.data.audio import SAMPLE_RATE, RangeFile, not_audio, read_range
 from sslspeech.data.manifest import ManifestEntry, iter_manifest, no_entries_error
 from sslspeech.data.parallel import ordered_map
 from sslspeech.errors import DataError
@@ -53,7 +53,7 @@ class Problem:
 
 def _open(entry: ManifestEntry) -> Any:
     if entry.archive is None:
-        return checked_path(entry.path)
+        return entry.path
     offset, size = entry.byte_offset or 0, entry.byte_size or 0
     if size <= 64 << 20:  # small members: one read, then decode from memory
         return io.BytesIO(read_range(entry.archive, offset, size))

@@ -139,12 +139,27 @@ def state_from_hf(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
     return {**rename(state, _RULES, origin), **fused}
 
 
+def _shard_names(index: Path) -> list[str]:
+    """The shard files a `model.safetensors.index.json` names (plain names in its folder)."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{index}: expected a JSON object with a 'weight_map' of name -> shard file ({error})"
+        ) from None
+    bad = [name for name in shards if not isinstance(name, str) or Path(name).name != name]
+    if bad:
+        raise CheckpointError(f"{index}: shard names must be file names in its folder; got {bad}")
+    return shards
+
+
 def _load_weights(directory: Path) -> dict[str, Tensor]:
     if (directory / "model.safetensors").is_file():
         return load_file(directory / "model.safetensors")
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = _shard_names(index)
         state: dict[str, Tensor] = {}
         for shard in shards:
             state.update(load_file(directory / shard))

@@ -36,9 +36,9 @@ from sslspeech.errors import CheckpointError, UnsafePickleError
 __all__ = ["FairseqDictionary", "load"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_BUILTIN_TYPES = (
+_BUILTIN_TYPES = (  # bytes, bytearray and range are sized per load: _sized_by_pickle
     *("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bool"),
-    *("bytes", "bytearray", "slice", "range", "object"),
+    *("slice", "object"),
 )
 _STORAGE_DTYPES = {
     "BFloat16Storage": torch.bfloat16,
@@ -381,8 +381,7 @@ def _fixed_globals() -> dict[str, Any]:
         "argparse.Namespace": _stub_class("argparse.Namespace", "namespace"),
     }
     for name in _BUILTIN_TYPES:
-        if name not in ("bytes", "bytearray", "range"):  # sized per load: _sized_by_pickle
-            table[f"builtins.{name}"] = getattr(builtins, name)
+        table[f"builtins.{name}"] = getattr(builtins, name)
     for name, func in _TENSOR_REBUILDERS.items():
         table[f"torch._utils.{name}"] = func
     for package in ("numpy.core", "numpy._core"):

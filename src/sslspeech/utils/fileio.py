@@ -1,8 +1,8 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one.
 
 A write that fails because the disk is full raises `DiskFullError` ("no space left on DIR
-(needed about N MB ...)") instead of the raw ENOSPC or torch writer error; the temporary file
-is removed, so nothing partial is left.
+(needed about N MB ...)", or the MB written when the size is not known ahead) instead of the
+raw ENOSPC or torch writer error; the temporary file is removed, so nothing partial is left.
 """
 
 from __future__ import annotations
@@ -61,12 +61,14 @@ def _size(path: Path) -> int:
 
 
 def _disk_full(target: Path, tmp: Path, expected_bytes: int | None) -> DiskFullError:
-    needed = max(expected_bytes or 0, _size(tmp))
-    free = shutil.disk_usage(target.parent).free
+    written, free = _size(tmp), shutil.disk_usage(target.parent).free
+    if expected_bytes:
+        size = f"needed about {_megabytes(max(expected_bytes, written))} MB"
+    else:  # a stream of unknown length: what fit is all we know
+        size = f"{_megabytes(written)} MB written when it ran out"
     return DiskFullError(
-        f"no space left on {target.parent} (needed about {_megabytes(needed)} MB to write "
-        f"{target.name}, {_megabytes(free)} MB free); free some space or write elsewhere, then "
-        "rerun (nothing partial was left)"
+        f"no space left on {target.parent} ({size} for {target.name}, {_megabytes(free)} MB "
+        "free); free some space or write elsewhere, then rerun (nothing partial was left)"
     )
 
 

@@ -103,16 +103,19 @@ def _is_count(value: object) -> bool:
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load every tensor of a safetensors file (CPU)."""
+    """Load every tensor of a safetensors file (CPU), each read straight into its own buffer."""
     tensors, _, offset = read_header(path)
-    data = Path(path).read_bytes()
     out: dict[str, torch.Tensor] = {}
-    for name, entry in tensors.items():
-        dtype = _DTYPES[entry["dtype"]]
-        begin, end = entry["data_offsets"]
-        raw = bytearray(data[offset + begin : offset + end])
-        flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        out[name] = flat.reshape(entry["shape"])
+    with Path(path).open("rb") as handle:
+        for name, entry in tensors.items():
+            dtype = _DTYPES[entry["dtype"]]
+            begin, end = entry["data_offsets"]
+            raw = bytearray(end - begin)
+            handle.seek(offset + begin)
+            if handle.readinto(raw) != len(raw):
+                raise DataError(f"{path}: tensor {name!r} is truncated (the file changed?)")
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            out[name] = flat.reshape(entry["shape"])
     return out
 
 

@@ -92,3 +92,24 @@ def test_errors_name_the_layers(manifest, tmp_path, capsys):
     args = ["transcribe", "--checkpoint", str(tmp_path / "spidr"), str(manifest), "o.jsonl"]
     assert main(args) == 1
     assert "--layer" in capsys.readouterr().err
+
+
+def test_parts_of_another_checkpoint_are_redone(manifest, abx_wav, tmp_path):
+    """A shard written with one checkpoint, then the checkpoint rewritten (retrained): the
+    stale part is removed and every unit comes from the new weights."""
+    import time
+
+    tiny_codebook_model("spidr", tmp_path / "model")
+    out = tmp_path / "units.jsonl"
+    transcribe_codebooks(manifest, tmp_path / "model", 3, out, shard=0, num_shards=2, quiet=True)
+    time.sleep(0.01)
+    torch.manual_seed(1)
+    model = tiny_codebook_model("spidr", None)
+    with torch.no_grad():
+        model.heads.weight.normal_(0, 3.0)
+    model.save_pretrained(tmp_path / "model")
+    transcribe_codebooks(manifest, tmp_path / "model", 3, out, shard=1, num_shards=2, quiet=True)
+    assert not out.exists()  # part 0 was stale: removed, not joined
+    transcribe_codebooks(manifest, tmp_path / "model", 3, out, shard=0, num_shards=2, quiet=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["fileid"]: line["units"] for line in lines} == expected_units(model, abx_wav, 1)

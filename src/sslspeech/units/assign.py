@@ -240,6 +240,13 @@ def transcribe_codebook_shard(
     return True
 
 
+def _signature(path: Path) -> list[list[Any]]:
+    """[name, size, mtime_ns] of a file, or of each file of a directory (JSON-ready): a
+    rewritten checkpoint makes the parts of an interrupted transcription stale."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def transcribe_codebooks(
     manifest: str | os.PathLike[str],
     checkpoint: str | os.PathLike[str],
@@ -264,6 +271,7 @@ def transcribe_codebooks(
     fingerprint = {
         "manifest": str(Path(manifest).absolute()),
         "checkpoint": str(Path(checkpoint).absolute()),
+        "checkpoint_files": _signature(Path(checkpoint)),
         "layer": layer,
         "num_shards": num_shards,
         "format": "km" if km else "jsonl",

@@ -104,7 +104,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="padded audio samples per model batch, utterances sorted by length (default: "
-        "20 s of audio on CPU, 200 s on a GPU)",
+        "60 s of audio on CPU, 200 s on a GPU)",
     )
     add_sharding_arguments(parser)
 

@@ -13,9 +13,10 @@ from sslspeech.errors import ConfigError
 
 
 def default_batch_samples(device: str | torch.device) -> int:
-    """Padded samples per batch: 20 s of audio on CPU (larger batches only add padding there),
-    200 s on an accelerator (enough rows to fill it; a few GB of activations for HuBERT-base)."""
-    seconds = 20 if torch.device(device).type == "cpu" else 200
+    """Padded samples per batch: 60 s of audio on CPU (HuBERT-base: 1.2x the audio-s per CPU-s
+    of one at a time, `bench/extract.py`), 200 s on an accelerator (enough rows to fill it; a
+    few GB of activations for HuBERT-base)."""
+    seconds = 60 if torch.device(device).type == "cpu" else 200
     return seconds * 16000
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -89,9 +88,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fit here, in --nproc local workers, or submit a SLURM job."""
     from sslspeech.errors import ConfigError
+    from sslspeech.training.distributed import started_by_torchrun
 
     settings = KMeansRun.from_args(args)
-    worker = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    worker = started_by_torchrun()
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1; got {args.nproc}")
     if worker and (args.nproc > 1 or args.slurm):
@@ -124,10 +124,11 @@ def fit_here(settings: KMeansRun) -> dict[str, Any]:
         destroy_process_group,
         init_process_group,
         resolve_environment,
+        started_by_torchrun,
     )
     from sslspeech.units.kmeans import fit_store
 
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    distributed = started_by_torchrun()
     environment = resolve_environment(settings.device) if distributed else None
     device = environment.device if environment else torch.device(settings.device)
     if environment:

@@ -92,6 +92,9 @@ class CheckpointConfig:
     """Also keep forever every checkpoint whose step is a multiple of N, 0 = none."""
     best_metric: str = "loss"
     """Validation metric that selects `best.pt` (lower is better)."""
+    background: bool = False
+    """Write checkpoints on a background thread (the state is copied to CPU memory first, so
+    training goes on while the file is written; atomic write and exact resume unchanged)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "save_every")

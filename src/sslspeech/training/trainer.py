@@ -13,6 +13,7 @@ Everything around it (model, objective, optimizer, data, checkpoints, resume) is
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -164,6 +165,7 @@ class Trainer:
             keep_last=config.checkpoint.keep_last,
             keep_every=config.checkpoint.keep_every,
         )
+        self.writer = ckpt.BackgroundWriter()
         resume_path = self.checkpoints.latest()
         resumed = ckpt.TrainingCheckpoint.load(resume_path) if resume_path is not None else None
         self.model = build_model(config, resumed).to(env.device).train()
@@ -374,6 +376,7 @@ class Trainer:
         self.metrics.write(record)
         metric = self.config.checkpoint.best_metric
         if self.env.is_main and saved and metric in values:
+            self.writer.wait()  # best.pt links to the file being written
             self.checkpoints.update_best(self.state.step, metric, values[metric])
 
     def maybe_freeze(self) -> None:
@@ -436,6 +439,7 @@ class Trainer:
         )
 
     def summary(self, status: str) -> dict[str, Any]:
+        self.writer.wait()
         latest = self.checkpoints.latest()
         return {
             "status": status,
@@ -445,7 +449,10 @@ class Trainer:
         }
 
     def close(self) -> None:
-        self.metrics.close()
+        try:
+            self.writer.wait()
+        finally:
+            self.metrics.close()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -492,9 +499,17 @@ class Trainer:
             ranks=ranks,
             config=self.config.to_dict(),
         )
+        if not self.config.checkpoint.background:
+            return self.write_checkpoint(checkpoint)
+        copy = ckpt.snapshot(checkpoint)
+        self.writer.submit(functools.partial(self.write_checkpoint, copy))
+        return self.checkpoints.path(checkpoint.step)
+
+    def write_checkpoint(self, checkpoint: ckpt.TrainingCheckpoint) -> Path:
+        """`step_N.pt`, `last.pt`, pruning, then `on_checkpoint` (e.g. a validation job)."""
         path = self.checkpoints.save(checkpoint)
         if self.on_checkpoint is not None:
-            self.on_checkpoint(path, self.state.step)
+            self.on_checkpoint(path, checkpoint.step)
         return path
 
     def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:

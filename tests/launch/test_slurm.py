@@ -84,6 +84,8 @@ def test_preemption_saves_requeues_and_the_requeued_job_finishes(
 def test_validation_jobs_score_each_checkpoint_apart_from_training(
     tmp_path: Path, tone_manifest: Path
 ) -> None:
+    """Under the SLURM launcher validation runs as jobs by default (`run.validation = auto`):
+    one per checkpoint and validation set, each set in its own file, none in the loop."""
     config = load_config(
         CONFIGS / "tiny_hubert.toml",
         small_run(
@@ -91,19 +93,25 @@ def test_validation_jobs_score_each_checkpoint_apart_from_training(
             tone_manifest,
             "run.max_steps=4",
             "checkpoint.save_every=2",
-            "run.validation=job",
             f"data.val_manifest={tone_manifest}",
+            f'data.val_manifests={{dev_other="{tone_manifest}"}}',
         ),
     )
+    assert config.run.validation == "auto"
     assert submit_training(config, LOCAL).result()["status"] == "completed"
-    out = tmp_path / "validation.jsonl"
+    outputs = {
+        "val": tmp_path / "validation.jsonl",
+        "dev_other": tmp_path / "validation_dev_other.jsonl",
+    }
     deadline = time.monotonic() + 180
-    while len(list(read_metrics(out))) < 2:
+    while any(len(list(read_metrics(out))) < 2 for out in outputs.values()):
         assert time.monotonic() < deadline, "validation jobs did not report"
         time.sleep(0.2)
-    assert sorted(r["step"] for r in read_metrics(out)) == [2, 4]
+    for name, out in outputs.items():
+        assert sorted(r["step"] for r in read_metrics(out)) == [2, 4]
+        assert {r["split"] for r in read_metrics(out)} == {name}
     assert (tmp_path / "checkpoints" / "best.pt").exists()
-    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "val"]
+    assert {r["split"] for r in read_metrics(tmp_path / "metrics.jsonl")} == {"train"}
 
 
 def test_dry_run_shows_the_job_and_submits_nothing(

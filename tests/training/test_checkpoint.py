@@ -158,3 +158,35 @@ def test_a_version_1_checkpoint_resumes_its_run(tmp_path: Path) -> None:
     for key, tensor in trainer.model.state_dict().items():
         assert torch.equal(tensor, saved.model.state_dict[key]), key
     assert trainer.fit()["step"] == 2
+
+
+def test_snapshot_is_independent_of_training_updates() -> None:
+    """A background save writes the state of its step: the snapshot's tensors (in dataclasses,
+    dicts, lists) are copies that later in-place updates do not reach."""
+    weight = torch.zeros(3)
+    moment = torch.ones(2)
+    loaded = LoadedCheckpoint("hubert", {"a": 1}, {"w": weight}, "training")
+    copy = ckpt.snapshot({"model": loaded, "optimizer": {"state": [moment, (moment, 7)]}})
+    weight.add_(1)
+    moment.mul_(5)
+    assert torch.equal(copy["model"].state_dict["w"], torch.zeros(3))
+    assert torch.equal(copy["optimizer"]["state"][0], torch.ones(2))
+    assert copy["optimizer"]["state"][1][1] == 7 and copy["model"].config == {"a": 1}
+
+
+def test_background_writer_runs_in_order_and_reraises() -> None:
+    """One write at a time, in submission order; a failed write is raised by the next wait."""
+    done: list[int] = []
+    writer = ckpt.BackgroundWriter()
+    for number in range(3):
+        writer.submit(lambda number=number: done.append(number))
+    writer.wait()
+    assert done == [0, 1, 2]
+
+    def fail() -> None:
+        raise OSError("disk gone")
+
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk gone"):
+        writer.wait()
+    writer.wait()  # the error is raised once

@@ -107,3 +107,30 @@ def test_the_stop_flag_is_all_reduced_every_n_steps(monkeypatch: pytest.MonkeyPa
     assert len(asked) == 4
     fake.cpu_group = None
     assert trainer_module.Trainer.stop_requested(fake, saved=False)  # type: ignore[arg-type]
+
+
+def test_several_validation_sets_are_logged_under_their_names(
+    tmp_path: Path, tone_manifest: Path
+) -> None:
+    """Inline, each set of `data.val_manifests` (and "val") is scored at every validation step
+    under its own name; best.pt follows the first set."""
+    overrides = small_run(
+        tmp_path,
+        tone_manifest,
+        "run.max_steps=4",
+        "run.validate_every=2",
+        "checkpoint.save_every=2",
+        f"data.val_manifest={tone_manifest}",
+        f'data.val_manifests={{dev_other="{tone_manifest}"}}',
+    )
+    with single_thread():
+        train(load_config(CONFIGS / "tiny_hubert.toml", overrides))
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] != "train"]
+    assert [(r["split"], r["step"]) for r in records] == [
+        ("val", 2),
+        ("dev_other", 2),
+        ("val", 4),
+        ("dev_other", 4),
+    ]
+    assert all(r[f"{r['split']}_loss"] == r["loss"] for r in records)
+    assert (tmp_path / "checkpoints" / "best.pt").exists()

@@ -141,18 +141,22 @@ def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 120
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("background", [False, True])
 def test_sigkill_then_rerun_gives_bitwise_the_same_parameters(
-    tmp_path: Path, tone_manifest: Path
+    tmp_path: Path, tone_manifest: Path, background: bool
 ) -> None:
-    """SpidR (teacher EMA, codebooks, freeze step at 12) killed after step 10, rerun to 20."""
+    """SpidR (teacher EMA, codebooks, freeze step at 12) killed after step 10, rerun to 20,
+    ends where an uninterrupted run does; also with checkpoints written in the background."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
+    option = f"checkpoint.background={str(background).lower()}"
     subprocess.run(_train_command(whole, tone_manifest), env=_environment(), check=True)
-    process = subprocess.Popen(_train_command(killed, tone_manifest), env=_environment())
+    process = subprocess.Popen(_train_command(killed, tone_manifest, option), env=_environment())
     _wait_for(killed / "checkpoints" / "step_10.pt", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "checkpoints" / "step_20.pt").exists()
-    subprocess.run(_train_command(killed, tone_manifest), env=_environment(), check=True)
+    rerun = _train_command(killed, tone_manifest, option)
+    subprocess.run(rerun, env=_environment(), check=True)
     a = TrainingCheckpoint.load(whole / "checkpoints" / "step_20.pt")
     b = TrainingCheckpoint.load(killed / "checkpoints" / "step_20.pt")
     assert a.model.state_dict.keys() == b.model.state_dict.keys()

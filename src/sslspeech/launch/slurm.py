@@ -144,7 +144,8 @@ class TrainingJob:
         export_torch_distributed()
         stop = StopFlag().install(STOP_SIGNALS)
         on_checkpoint = None
-        if self.config.run.validation == "job" and self.config.data.val_manifest and self.options:
+        validation_jobs = self.config.run.validation in ("job", "auto")
+        if validation_jobs and self.config.validation_sets() and self.options:
             on_checkpoint = ValidationLauncher(self.config, self.options)
         summary = train(
             self.config,
@@ -170,7 +171,7 @@ class TrainingJob:
 
 
 class ValidationLauncher:
-    """After each checkpoint (rank 0 of the training job): a 1-GPU job validating it."""
+    """After each checkpoint (rank 0 of the training job): a 1-GPU job per validation set."""
 
     def __init__(self, config: TrainConfig, options: SlurmOptions) -> None:
         self.config = config
@@ -180,27 +181,42 @@ class ValidationLauncher:
         import submitit
 
         workdir = Path(self.config.run.workdir)
-        params = self.options.parameters(name=f"val-{step}", gpus=1, nodes=1)
-        with submitit.helpers.clean_env():
-            executor = make_executor(workdir / "submitit" / "validation", self.options, **params)
-            job = executor.submit(
-                validate_job,
-                self.config.data.val_manifest,
-                str(path),
-                str(workdir / "validation.jsonl"),
-            )
-        log.info("submitted validation of %s as job %s", path.name, job.job_id)
+        for number, (name, manifest) in enumerate(self.config.validation_sets().items()):
+            params = self.options.parameters(name=f"val-{name}-{step}", gpus=1, nodes=1)
+            with submitit.helpers.clean_env():
+                folder = workdir / "submitit" / "validation"
+                executor = make_executor(folder, self.options, **params)
+                job = executor.submit(
+                    validate_job,
+                    manifest,
+                    str(path),
+                    str(workdir / validation_file(name)),
+                    name,
+                    number == 0,
+                )
+            log.info("submitted %s validation of %s as job %s", name, path.name, job.job_id)
 
 
-def validate_job(manifest: str, checkpoint: str, out: str) -> dict[str, Any]:
-    """Validation job body: score one checkpoint, append it to `out`, update best.pt."""
+def validation_file(name: str) -> str:
+    """Where the validation jobs of set `name` append their records (one file per set: jobs
+    of several sets run at once)."""
+    return "validation.jsonl" if name == "val" else f"validation_{name}.jsonl"
+
+
+def validate_job(
+    manifest: str, checkpoint: str, out: str, split: str = "val", update_best: bool = True
+) -> dict[str, Any]:
+    """Validation job body: score one checkpoint on one set, append it to `out` (records
+    named by `split`), update best.pt when this set selects it."""
     import torch
 
     from sslspeech.training.validation import validate
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     path = Path(checkpoint)
-    records = validate(manifest, path.parent, out, device=device, only=[path])
+    records = validate(
+        manifest, path.parent, out, device=device, only=[path], split=split, update_best=update_best
+    )
     return next(r for r in records if r["checkpoint"] == path.name)
 
 
@@ -214,8 +230,8 @@ def describe_job(config: TrainConfig, options: SlurmOptions) -> dict[str, Any]:
         "function": "sslspeech.launch.slurm.TrainingJob(config)",
         "requeue": "on preemption / time limit, resuming from last.pt",
         "validation": (
-            "one 1-GPU job per checkpoint"
-            if config.run.validation == "job" and config.data.val_manifest
+            f"one 1-GPU job per checkpoint and set {list(config.validation_sets())}"
+            if config.run.validation in ("job", "auto") and config.validation_sets()
             else config.run.validation
         ),
         "options": asdict(options),

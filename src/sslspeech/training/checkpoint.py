@@ -11,13 +11,15 @@ training config). Loading never unpickles anything but those (`weights_only=True
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import random
 import re
 import shutil
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,53 @@ def link(target: Path, link_path: Path) -> None:
         tmp.replace(link_path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def snapshot(value: Any) -> Any:
+    """`value` (nested dataclasses, dicts, lists, tuples, tensors) with every tensor copied to
+    CPU memory, so the copy stays as it is while training goes on updating the originals."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: snapshot(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **fields)
+    if isinstance(value, dict):
+        return {key: snapshot(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(snapshot(item) for item in value)
+    return value
+
+
+class BackgroundWriter:
+    """Checkpoint writes on a thread, one at a time, so the loop does not wait for the disk:
+    `submit` first waits for the previous write; `wait` joins it and re-raises its error. The
+    file still appears atomically, and `last.pt` moves only once it is whole."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        """Run `write` in the background (after the previous write is done)."""
+        self.wait()
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as error:  # re-raised by wait() in the loop's thread
+                self.error = error
+
+        self.thread = threading.Thread(target=run, name="checkpoint-writer")
+        self.thread.start()
+
+    def wait(self) -> None:
+        """Block until the pending write is done; raise what it raised."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 class CheckpointDir:

@@ -46,8 +46,9 @@ class RunConfig:
     validate_every: int = 10_000
     """Validate every N steps when `data.val_manifest` is set, 0 = never in the loop (fairseq
     `dataset.validate_interval_updates`)."""
-    validation: Literal["inline", "job", "none"] = "inline"
-    """"inline": validate in the loop; "job": a separate job per checkpoint (SLURM launcher);
+    validation: Literal["auto", "inline", "job", "none"] = "auto"
+    """"inline": validate in the loop; "job": a separate job per checkpoint and validation set
+    (SLURM launcher); "auto": jobs under `--slurm`, inline otherwise (spidr's behaviour);
     "none": only `sslspeech validate` afterwards."""
     init_from: str | None = None
     """Checkpoint that starts a new run (continued pretraining): a file, directory, HF id or
@@ -92,6 +93,9 @@ class CheckpointConfig:
     """Also keep forever every checkpoint whose step is a multiple of N, 0 = none."""
     best_metric: str = "loss"
     """Validation metric that selects `best.pt` (lower is better)."""
+    background: bool = False
+    """Write checkpoints on a background thread (the state is copied to CPU memory first, so
+    training goes on while the file is written; atomic write and exact resume unchanged)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "save_every")
@@ -110,7 +114,11 @@ class DataConfig:
     """Training manifest (CSV, fairseq TSV or JSONL; with a `units` column for HuBERT)
     (fairseq `task.data`)."""
     val_manifest: str | None = None
-    """Validation manifest, same format (fairseq `dataset.valid_subset`)."""
+    """Validation manifest, same format (fairseq `dataset.valid_subset`): the set named "val"."""
+    val_manifests: dict[str, str] = field(default_factory=dict)
+    """More validation sets by name, each logged under its name (spidr's `[validation.NAME]`):
+    `[data.val_manifests]` then `dev_clean = "dev-clean.csv"` one per line. `best.pt` follows
+    the first set ("val" when `val_manifest` is set)."""
     max_sample_size: int = 250_000
     """Longer utterances are cropped to this many samples (fairseq `task.max_sample_size`)."""
     min_sample_size: int = 32_000
@@ -141,6 +149,20 @@ class DataConfig:
         _check_positive(self, "num_buckets")
         _check_non_negative(self, "num_workers")
         _check_positive(self, "prefetch_factor")
+        for name, manifest in self.val_manifests.items():
+            if not name.isidentifier() or name == "train":
+                raise ConfigError(
+                    f"data.val_manifests: {name!r} is not a usable set name (letters, digits, _; "
+                    "not 'train'), e.g. dev_clean"
+                )
+            if not isinstance(manifest, str) or not manifest:
+                raise ConfigError(
+                    f"data.val_manifests.{name} must be a manifest path; got {manifest!r}"
+                )
+        if self.val_manifest and "val" in self.val_manifests:
+            raise ConfigError(
+                "data.val_manifest is the set named 'val': drop it or data.val_manifests.val"
+            )
         if self.min_sample_size > self.max_sample_size:
             raise ConfigError(
                 f"data.min_sample_size ({self.min_sample_size}) is larger than "
@@ -346,6 +368,12 @@ class TrainConfig:
             "normalize_input": ("data.normalize", self.data.normalize),
         }
 
+    def validation_sets(self) -> dict[str, str]:
+        """Validation set name -> manifest: "val" (`data.val_manifest`) first, then
+        `data.val_manifests` in their order; the first one selects `best.pt`."""
+        first = {"val": self.data.val_manifest} if self.data.val_manifest else {}
+        return {**first, **self.data.val_manifests}
+
     def model_config(self, base: Mapping[str, Any] | None = None) -> Any:
         """The model's config object (`base`: fields to start from, see `ModelConfig.build`);
         its mask and `normalize_input` fields (when it has them) come from `[masking]` and
@@ -403,6 +431,7 @@ RESUMABLE_CHANGES = (
     "run.compile",
     "data.manifest",
     "data.val_manifest",
+    "data.val_manifests",
     "data.num_workers",
     "optim.max_nonfinite_steps",
     "checkpoint.",

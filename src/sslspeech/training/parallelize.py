@@ -30,7 +30,8 @@ def parallelize(
     DDP copies rank 0's parameters and buffers to every rank once, at wrapping; it does not
     broadcast buffers before each forward: the models keep theirs identical on every rank (the
     online codebooks all-reduce their statistics themselves when torch.distributed is
-    initialized).
+    initialized). Gradients are views of DDP's communication buckets (no copy between them
+    and `.grad` after each all-reduce; the loop scales and clips them in place).
     """
     if compile:
         model.compile(dynamic=True)
@@ -41,6 +42,7 @@ def parallelize(
         device_ids=[env.device.index] if env.device.type == "cuda" else None,
         forward_sync_buffers=False,
         find_unused_parameters=find_unused_parameters,
+        gradient_as_bucket_view=True,
     )
 
 

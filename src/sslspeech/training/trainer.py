@@ -13,6 +13,7 @@ Everything around it (model, objective, optimizer, data, checkpoints, resume) is
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -164,6 +165,7 @@ class Trainer:
             keep_last=config.checkpoint.keep_last,
             keep_every=config.checkpoint.keep_every,
         )
+        self.writer = ckpt.BackgroundWriter()
         resume_path = self.checkpoints.latest()
         resumed = ckpt.TrainingCheckpoint.load(resume_path) if resume_path is not None else None
         self.model = build_model(config, resumed).to(env.device).train()
@@ -172,16 +174,18 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.schedule, config.run.max_steps)
         self.scaler = build_scaler(config.optim.dtype, env.device)
         self.train_data = build_split(config, self.model, env, config.data.manifest, train=True)
-        self.val_data: Split | None = None
         if config.run.validation == "job" and on_checkpoint is None and env.is_main:
             log.warning(
                 "run.validation = 'job' needs the SLURM launcher (--slurm); validate the "
                 "checkpoints with `sslspeech validate` afterwards"
             )
-        if config.data.val_manifest and config.run.validation == "inline":
-            self.val_data = build_split(
-                config, self.model, env, config.data.val_manifest, train=False
-            )
+        inline = config.run.validation == "inline" or (
+            config.run.validation == "auto" and on_checkpoint is None
+        )
+        self.val_data: dict[str, Split] = {
+            name: build_split(config, self.model, env, manifest, train=False)
+            for name, manifest in (config.validation_sets() if inline else {}).items()
+        }
         self.cpu_group = cpu_group()
         self.state = TrainState()
         self.saved_step = -1
@@ -361,20 +365,28 @@ class Trainer:
         return True
 
     def maybe_validate(self, saved: bool) -> None:
-        """Every `run.validate_every` steps (inline validation); best.pt follows the metric."""
+        """Every `run.validate_every` steps (inline validation): each validation set logged
+        under its name; best.pt follows the metric on the first set."""
         every = self.config.run.validate_every
-        if self.val_data is None or every <= 0 or self.state.step % every:
+        if not self.val_data or every <= 0 or self.state.step % every:
             return
         from sslspeech.training.validation import evaluate
 
-        values = evaluate(
-            self.model, self.objective, self.val_data, self.env.device, self.config.optim.dtype
-        )
-        record = {"split": "val", "step": self.state.step, **values, "val_loss": values["loss"]}
-        self.metrics.write(record)
         metric = self.config.checkpoint.best_metric
-        if self.env.is_main and saved and metric in values:
-            self.checkpoints.update_best(self.state.step, metric, values[metric])
+        for number, (name, split) in enumerate(self.val_data.items()):
+            values = evaluate(
+                self.model, self.objective, split, self.env.device, self.config.optim.dtype
+            )
+            record = {
+                "split": name,
+                "step": self.state.step,
+                **values,
+                f"{name}_loss": values["loss"],
+            }
+            self.metrics.write(record)
+            if number == 0 and self.env.is_main and saved and metric in values:
+                self.writer.wait()  # best.pt links to the file being written
+                self.checkpoints.update_best(self.state.step, metric, values[metric])
 
     def maybe_freeze(self) -> None:
         """At the objective's freeze step part of the model stopped training: re-wrap for DDP,
@@ -436,6 +448,7 @@ class Trainer:
         )
 
     def summary(self, status: str) -> dict[str, Any]:
+        self.writer.wait()
         latest = self.checkpoints.latest()
         return {
             "status": status,
@@ -445,7 +458,10 @@ class Trainer:
         }
 
     def close(self) -> None:
-        self.metrics.close()
+        try:
+            self.writer.wait()
+        finally:
+            self.metrics.close()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -492,9 +508,17 @@ class Trainer:
             ranks=ranks,
             config=self.config.to_dict(),
         )
+        if not self.config.checkpoint.background:
+            return self.write_checkpoint(checkpoint)
+        copy = ckpt.snapshot(checkpoint)
+        self.writer.submit(functools.partial(self.write_checkpoint, copy))
+        return self.checkpoints.path(checkpoint.step)
+
+    def write_checkpoint(self, checkpoint: ckpt.TrainingCheckpoint) -> Path:
+        """`step_N.pt`, `last.pt`, pruning, then `on_checkpoint` (e.g. a validation job)."""
         path = self.checkpoints.save(checkpoint)
         if self.on_checkpoint is not None:
-            self.on_checkpoint(path, self.state.step)
+            self.on_checkpoint(path, checkpoint.step)
         return path
 
     def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
@@ -578,8 +602,10 @@ def clear_run(workdir: str | Path) -> None:
     workdir = Path(workdir)
     for name in ("checkpoints", "tensorboard"):
         shutil.rmtree(workdir / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "config.toml", "validation.jsonl"):
+    for name in ("metrics.jsonl", "config.toml"):
         (workdir / name).unlink(missing_ok=True)
+    for path in workdir.glob("validation*.jsonl"):  # one file per validation set
+        path.unlink()
 
 
 def train(

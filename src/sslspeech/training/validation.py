@@ -77,9 +77,12 @@ def validate(
     device: str | torch.device = "cpu",
     metric: str = "loss",
     only: Sequence[str | os.PathLike[str]] | None = None,
+    split: str = "val",
+    update_best: bool = True,
 ) -> list[dict[str, Any]]:
     """Validate every `step_N.pt` of `checkpoint_dir` (or those in `only`) not yet in `out`
-    (JSONL, appended), then point `best.pt` at the lowest `metric`. Returns the records of
+    (JSONL, appended; records named `split`), then point `best.pt` at the lowest `metric`
+    (unless `update_best` is off: a set that does not select it). Returns the records of
     `out` for the checkpoints present; a checkpoint that cannot be validated makes it raise
     after the others are done."""
     device = torch.device(device)
@@ -96,7 +99,7 @@ def validate(
         if path.name in done:
             continue
         try:
-            record = validate_checkpoint(manifest, path, device)
+            record = {"split": split, **validate_checkpoint(manifest, path, device)}
         except SSLSpeechError as error:
             log.error("validation of %s failed: %s", path, error)
             failures.append(f"{path.name}: {error}")
@@ -108,7 +111,7 @@ def validate(
     present = {path.name for _, path in ckpt.list_checkpoints(checkpoint_dir)}
     records = [r for r in read_metrics(out) if r.get("checkpoint") in present]
     scored = [r for r in records if metric in r]
-    if scored:
+    if scored and update_best:
         best = min(scored, key=lambda r: r[metric])
         directory = ckpt.CheckpointDir(checkpoint_dir, save_every=1)
         directory.update_best(int(best["step"]), metric, float(best[metric]))

@@ -276,7 +276,10 @@ def iteration_training_config(
     """The training config of an iteration: its TOML, the recipe's overrides (errors name
     `source`), then the pipeline's own paths."""
     paths = {"run.workdir": workdir, "data.manifest": manifest, "data.val_manifest": val_manifest}
-    return load_config(config, changes={**overrides, **paths}, changes_from=source)
+    # The recipe scores every checkpoint in its own validate stage: no validation jobs from
+    # the training launcher on top of it (unless the recipe asks).
+    defaults = {"run.validation": "inline"}
+    return load_config(config, changes={**defaults, **overrides, **paths}, changes_from=source)
 
 
 def check_training(recipe: Recipe, source: Path) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sslspeech.errors import DataError
+from sslspeech.interop.layouts import to_native
 
 
 def native_state_dict_pre_hook(
@@ -21,10 +22,6 @@ def native_state_dict_pre_hook(
     local = {key[len(prefix) :]: state_dict[key] for key in keys}
     if set(local) <= set(module.state_dict()):
         return
-    # models -> interop is the known import circle (interop builds models): kept to this one
-    # lazy import, as in `Pretrained.from_pretrained`.
-    from sslspeech.interop.layouts import to_native
-
     native = to_native(local, str(getattr(module, "model_type", "")))
     if native is None:
         return

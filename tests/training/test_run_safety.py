@@ -103,6 +103,14 @@ def test_resuming_with_other_hyper_parameters_is_refused_with_a_diff(
     assert "--restart" in message and "--apply-config-changes" in message
 
 
+def test_an_architecture_change_is_refused_with_a_diff(
+    three_steps: Path, tone_manifest: Path
+) -> None:
+    """Model fields are compared too: model.ffn_dim, whose tensors would not fit, is named."""
+    with pytest.raises(ConfigError, match=r"changed:\n  model\.ffn_dim: 128 -> 256\n"):
+        resumed(three_steps, tone_manifest, "model.ffn_dim=256")
+
+
 def test_length_paths_cadence_and_logging_may_change_on_resume(
     three_steps: Path, tone_manifest: Path
 ) -> None:

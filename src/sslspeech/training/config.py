@@ -427,6 +427,7 @@ RESUMABLE_CHANGES = (
     "run.validate_every",
     "run.validation",
     "run.init_from",
+    "run.init_labels_from",
     "run.device",
     "run.compile",
     "data.manifest",

@@ -168,6 +168,8 @@ class Trainer:
         self.writer = ckpt.BackgroundWriter()
         resume_path = self.checkpoints.latest()
         resumed = ckpt.TrainingCheckpoint.load(resume_path) if resume_path is not None else None
+        if resume_path is not None and resumed is not None:
+            self.check_resumable(resume_path, resumed)
         self.model = build_model(config, resumed).to(env.device).train()
         self.objective = build_objective(config.model.type, self.model)
         self.optimizer = build_optimizer(self.model, config.optim, env.device)
@@ -523,12 +525,6 @@ class Trainer:
 
     def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
         """Continue exactly from `saved`, the run's newest checkpoint (read from `path`)."""
-        if saved.model.model_type != self.config.model.type:
-            raise CheckpointError(
-                f"{path} holds a {saved.model.model_type} run but the config trains "
-                f"{self.config.model.type}; use another run.workdir or --restart"
-            )
-        self.check_config_changes(saved.config, path)
         self.model.load_state_dict(saved.model.state_dict)
         self.optimizer.load_state_dict(saved.optimizer)
         self.scheduler.load_state_dict(saved.scheduler)
@@ -555,13 +551,19 @@ class Trainer:
             seed_everything(self.config.run.seed + self.env.rank + self.state.step)
         log.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
 
-    def check_config_changes(self, saved: dict[str, Any], path: Path) -> None:
-        """Refuse to resume with other hyper-parameters than the checkpoint's (a diff and the
-        ways out), unless `apply_config_changes`; what may change is `RESUMABLE_CHANGES`."""
+    def check_resumable(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
+        """Before anything is built from it: refuse a checkpoint of another model type, and one
+        trained with other hyper-parameters (a diff and the ways out) unless
+        `apply_config_changes`; what may change is `RESUMABLE_CHANGES`."""
+        if saved.model.model_type != self.config.model.type:
+            raise CheckpointError(
+                f"{path} holds a {saved.model.model_type} run but the config trains "
+                f"{self.config.model.type}; use another run.workdir or --restart"
+            )
         if self.apply_config_changes:
             return
         try:
-            changes = config_changes(resolve_config(saved, source=str(path)), self.config)
+            changes = config_changes(resolve_config(saved.config, source=str(path)), self.config)
         except ConfigError as error:
             changes = [f"(the checkpoint's config no longer resolves: {error})"]
         if changes:

@@ -105,13 +105,16 @@ def test_listed_mask_gives_the_bool_mask_results(cls: type[DinoSR]) -> None:
         torch.testing.assert_close(theirs, ours)
 
 
-def test_bad_mask_is_an_error() -> None:
-    """A mask that is not (batch, >= frames) bool raises DataError naming the fix."""
+def test_bad_mask_or_lengths_are_errors() -> None:
+    """A mask that is not (batch, >= frames) bool, or lengths too short for a frame, raise
+    DataError naming the fix."""
     model = _model(DinoSR)
     with pytest.raises(DataError, match="mask_from_indices"):
         model(_waveforms(), mask=torch.zeros(2, 24, dtype=torch.long))
     with pytest.raises(DataError, match="frames"):
         model(_waveforms(), mask=torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(DataError, match="too short for one frame"):
+        model(_waveforms(), lengths=torch.tensor([8000, 300]))
 
 
 def test_freeze_step_freezes_teacher_and_extractor() -> None:

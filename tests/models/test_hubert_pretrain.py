@@ -129,8 +129,8 @@ def test_padding_is_excluded_from_the_loss() -> None:
 
 
 def test_label_rate_alignment_and_label_errors() -> None:
-    """Label rate 100 over 50 Hz frames keeps every second label; bad labels fail clearly;
-    mask=None masks nothing in eval mode and is an error in train mode."""
+    """Label rate 100 over 50 Hz frames keeps every second label; bad labels and lengths fail
+    clearly; mask=None masks nothing in eval mode and is an error in train mode."""
     torch.manual_seed(0)
     model = HuBERTPretrain(tiny()).eval()
     features = torch.zeros(2, 20, 16)
@@ -145,6 +145,8 @@ def test_label_rate_alignment_and_label_errors() -> None:
     one_per_frame = HuBERTPretrain(tiny(label_rate=None)).eval()
     with pytest.raises(DataError, match="exactly one label per frame"):
         one_per_frame(waveforms, labels, mask=mask)
+    with pytest.raises(DataError, match="too short for one frame"):
+        model(waveforms, labels, mask=mask, lengths=torch.tensor([waveforms.shape[1], 300]))
     total, count, _ = model(waveforms, labels)  # eval without a mask: nothing masked
     assert count == 0 and float(total.detach()) == 0.0
     with pytest.raises(DataError, match=r"data\.masking"):

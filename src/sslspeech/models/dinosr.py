@@ -22,7 +22,13 @@ from sslspeech.errors import ConfigError
 from sslspeech.models.codebook import OnlineCodebooks, PredictionHeads, masked_prediction_loss
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.ema import dinosr_ema_decay, ema_update_
-from sslspeech.models.encoder import Encoder, EncoderModel, Transformer, TransformerOutput
+from sslspeech.models.encoder import (
+    Encoder,
+    EncoderModel,
+    Transformer,
+    TransformerOutput,
+    check_lengths,
+)
 from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 
 
@@ -238,10 +244,9 @@ class DinoSR(EncoderModel):
         only (masks are drawn by the data side, `sslspeech.data.masking`). In train mode the
         call gathers codebook statistics, applied by `update_teacher` after the optimizer step.
         """
-        if isinstance(mask, MaskedFrames):
-            features, frame_lengths = self.encoder.feature_extractor(waveforms, lengths)
-        else:
-            features, frame_lengths = self.encoder.extract(waveforms, lengths)
+        features, frame_lengths = self.encoder.extract(waveforms, lengths)
+        if lengths is not None and not isinstance(mask, MaskedFrames):
+            check_lengths(lengths, waveforms.shape[1], self.config.receptive_field)
         projection = self.encoder.feature_projection
         feats = projection.layer_norm(features)
         if projection.projection is not None:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
 from sslspeech.models.dropin import lengths_from_attention_mask
-from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput
+from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput, check_lengths
 from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 from sslspeech.models.pretrained import Pretrained
 
@@ -188,10 +188,10 @@ class HuBERTPretrain(HuBERT):
         eval mode only (masks are drawn by the data side, `sslspeech.data.masking`).
         """
         cfg = self.config
-        if isinstance(mask, MaskedFrames):
-            features, _ = self.encoder.feature_extractor(waveforms)
-        else:
-            features, _ = self.encoder.extract(waveforms, lengths)
+        features, _ = self.encoder.extract(waveforms, lengths)
+        if not isinstance(mask, MaskedFrames):  # else the collator checked them, on the CPU
+            if lengths is not None:
+                check_lengths(lengths, waveforms.shape[1], cfg.receptive_field)
             _check_labels(labels, cfg.num_classes)
         if self.training and cfg.feature_grad_mult != 1.0:
             if cfg.feature_grad_mult > 0:

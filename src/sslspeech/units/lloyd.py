@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -259,6 +260,36 @@ class PassStats:
     """Sum of the rows' squared norms (with the sums: the data's variance)."""
 
 
+class _Share:
+    """One worker's part of a pass: sums, counts and totals of the chunks it was given."""
+
+    def __init__(self, centroids: torch.Tensor, rows: int, with_norms: bool) -> None:
+        k, d = centroids.shape
+        self.nearest = Nearest(centroids, rows)
+        self.stats = torch.zeros(k * d + k + 2, dtype=torch.float64, device=centroids.device)
+        self._partial = torch.zeros(k, d, dtype=centroids.dtype, device=centroids.device)
+        self._with_norms = with_norms
+
+    def add(self, chunks: list[torch.Tensor]) -> None:
+        """Accumulate these chunks of one block (float32 partial sums, flushed in float64)."""
+        k, d = self._partial.shape
+        sums, counts = self.stats[: k * d].view(k, d), self.stats[k * d : k * d + k]
+        totals = self.stats[k * d + k :]
+        pending = 0
+        for index, chunk in enumerate(chunks):
+            labels, best = self.nearest(chunk)
+            totals[0] += best.sum(dtype=torch.float64)
+            if self._with_norms:
+                totals[1] += self.nearest.squared_norms(chunk).sum(dtype=torch.float64)
+            counts += torch.bincount(labels, minlength=k)
+            self._partial.index_add_(0, labels, chunk)
+            pending += chunk.shape[0]
+            if pending >= SUM_ROWS or index == len(chunks) - 1:
+                sums += self._partial  # per block: a block's sums do not depend on the ranks
+                self._partial.zero_()
+                pending = 0
+
+
 def assignment_pass(
     frames: Frames,
     centroids: torch.Tensor,
@@ -268,29 +299,26 @@ def assignment_pass(
 ) -> PassStats:
     """One pass over this rank's blocks, all-reduced (a single collective per pass).
 
-    The rows' total squared norm is summed unless given (it is the same on every pass)."""
+    On CPU, each of torch's threads takes every n-th chunk of a block and runs its ops on one
+    thread: no barrier per op, which on shared cores costs more than the op. The rows' total
+    squared norm is summed unless given (it is the same on every pass)."""
     k, d = centroids.shape
-    stats = torch.zeros(k * d + k + 2, dtype=torch.float64, device=centroids.device)
-    sums, counts, totals = stats[: k * d].view(k, d), stats[k * d : k * d + k], stats[k * d + k :]
-    nearest = Nearest(centroids, chunk_rows(k, chunk_size, centroids.device))
-    partial = torch.zeros(k, d, dtype=centroids.dtype, device=centroids.device)
-    for _, block in _blocks(frames, ranks, centroids.device):
-        pending = 0
-        for start in range(0, block.shape[0], nearest.rows):
-            chunk = block[start : start + nearest.rows]
-            labels, best = nearest(chunk)
-            totals[0] += best.sum(dtype=torch.float64)
-            if squared_norms is None:
-                totals[1] += nearest.squared_norms(chunk).sum(dtype=torch.float64)
-            counts += torch.bincount(labels, minlength=k)
-            partial.index_add_(0, labels, chunk)
-            pending += chunk.shape[0]
-            if pending >= SUM_ROWS or start + nearest.rows >= block.shape[0]:
-                sums += partial  # per block: a block's sums do not depend on the ranks
-                partial.zero_()
-                pending = 0
+    device = centroids.device
+    rows = chunk_rows(k, chunk_size, device)
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    shares = [_Share(centroids, rows, squared_norms is None) for _ in range(workers)]
+    with one_thread_on_cpu(device), ThreadPoolExecutor(workers) as pool:
+        for _, block in _blocks(frames, ranks, device):
+            chunks = [block[start : start + rows] for start in range(0, block.shape[0], rows)]
+            parts = [pool.submit(share.add, chunks[w::workers]) for w, share in enumerate(shares)]
+            for part in parts:
+                part.result()  # waits, and raises what the worker raised
+    stats = shares[0].stats
+    for share in shares[1:]:
+        stats += share.stats
     ranks.sum(stats)
-    partial_inertia, norms = totals.tolist()
+    sums, counts = stats[: k * d].view(k, d), stats[k * d : k * d + k]
+    partial_inertia, norms = stats[k * d + k :].tolist()
     norms = norms if squared_norms is None else squared_norms
     total = partial_inertia + norms
     return PassStats(sums, counts, 0.0 if total < 0 else total, norms)  # NaN stays NaN

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sslspeech.training.compile import compile_for_training
 from sslspeech.training.config import OptimConfig, ScheduleConfig
 from sslspeech.training.distributed import DistributedEnvironment
 
@@ -122,7 +123,7 @@ def parallelize(
     initialized).
     """
     if compile:
-        model.compile(dynamic=True)
+        compile_for_training(model)
     if not env.is_distributed:
         return model
     return DistributedDataParallel(

@@ -58,4 +58,4 @@ def dinosr_base_original(src: str | None = None, **kwargs: _Any) -> _Any:
 
 def load_model(src: str, **overrides: _Any) -> _Any:
     """Any supported checkpoint (file, folder, URL or HF id), format detected from content."""
-    return _for_inference(_import("sslspeech.interop").load_model(src, **overrides))
+    return _for_inference(_import("sslspeech.models").load_model(src, **overrides))

@@ -2,10 +2,11 @@
 
 - synthetic corpus generation (18 voices, ~20 minutes of speech);
 - MFCC extraction speed (audio seconds per second), in-memory and through the sharded store;
-- k-means k=100 on the 39-dim MFCC frames of the corpus: ours (torch, default settings) vs
-  scikit-learn MiniBatchKMeans with fairseq's learn_kmeans.py settings (batch 10000, n_init 20,
-  max_iter 100, k-means++, max_no_improvement 100, reassignment_ratio 0, tol 0), both scored
-  with the same exact inertia on every frame;
+- k-means, ours vs faiss.Kmeans (all rows, 25 iterations, same threads; interleaved runs,
+  medians) and scikit-learn KMeans (25 Lloyd iterations), all scored with the same exact
+  inertia: k=100 on the corpus's 39-dim MFCC frames, k=500 on 200k 768-dim layer-like frames;
+- the 768-dim fit out of core: streamed from a float32 store on disk in a fresh process, its
+  time and peak anonymous memory (RssAnon) against the store's size;
 - peak RSS of feature extraction for the corpus manifest and for 4x as many files (each in a
   fresh subprocess, `resource.getrusage`), to show memory does not grow with the file count.
 
@@ -15,13 +16,17 @@ Usage: python bench/units.py [--corpus DIR] [--device cuda] [--threads N]
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,84 +87,202 @@ def mfcc_speed(manifest: Path, work: Path, device: str) -> Path:
     return store
 
 
-def kmeans_comparison(store_dir: Path, device: str, threads: int) -> None:
-    from sslspeech.features import open_store
+def layer_like(frames: int, dim: int = 768, seed: int = 0) -> np.ndarray:
+    """Frames shaped like transformer-layer features: 2000 clusters in a 64-dim subspace,
+    anisotropic spreads, plus full-rank noise (float32)."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(64, dim)).astype(np.float32) / 8
+    centres = rng.normal(size=(2000, 64)).astype(np.float32)
+    labels = rng.integers(0, 2000, size=frames)
+    spread = rng.uniform(0.2, 0.8, size=(2000, 1)).astype(np.float32)
+    low = centres[labels] + spread[labels] * rng.normal(size=(frames, 64)).astype(np.float32)
+    noise = 0.05 * rng.normal(size=(frames, dim)).astype(np.float32)
+    return np.ascontiguousarray(low @ basis + noise, dtype=np.float32)
+
+
+def _timed(function: Any) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of all threads, result) of `function()`."""
+    start, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def kmeans_vs_faiss(name: str, x: np.ndarray, k: int, threads: int, repeats: int) -> float:
+    """Ours (k-means++ on a sample, 25 Lloyd passes) and faiss.Kmeans (all rows, 25 iterations),
+    interleaved `repeats` times; medians. Returns faiss's median seconds."""
+    import faiss
+
     from sslspeech.units import KMeans
 
-    store = open_store(store_dir)
-    frames = torch.from_numpy(np.concatenate([np.asarray(store[k]) for k in store]))
-    KMeans.fit(frames[:5000], 10, seed=0, device=device)  # warm-up (lazy init, CUDA context)
-    start = time.perf_counter()
-    ours = KMeans.fit(frames, 100, seed=0, device=device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    ours_seconds = time.perf_counter() - start
-    ours_inertia = ours.inertia(frames)
+    faiss.omp_set_num_threads(threads)
+    frames = torch.from_numpy(x)
+    KMeans.fit(frames[:5000], 10, seed=0, max_iter=2)  # warm-up (lazy init, thread pools)
+    ours: list[tuple[float, float, Any]] = []
+    theirs: list[tuple[float, float, Any]] = []
+    for repeat in range(repeats):
+        fit = functools.partial(KMeans.fit, frames, k, seed=repeat, max_iter=25, tol=0)
+        ours.append(_timed(functools.partial(fit, inertia_tol=0)))
+        kmeans = faiss.Kmeans(x.shape[1], k, niter=25, seed=repeat, max_points_per_centroid=1 << 30)
+        seconds, cpu, _ = _timed(functools.partial(kmeans.train, x))
+        theirs.append((seconds, cpu, KMeans(kmeans.centroids)))
+    med = statistics.median
+    ours_s, ours_cpu = med(t for t, _, _ in ours), med(c for _, c, _ in ours)
+    faiss_s, faiss_cpu = med(t for t, _, _ in theirs), med(c for _, c, _ in theirs)
+    ours_i = med(m.inertia(frames) for _, _, m in ours)
+    faiss_i = med(m.inertia(frames) for _, _, m in theirs)
+    common = {"frames": len(x), "dim": x.shape[1], "k": k, "threads": threads, "runs": repeats}
+    for label, runs, wall, cpu, inertia, settings in (
+        ("ours", ours, ours_s, ours_cpu, ours_i, "k-means++ on max(4096, 8k) rows, 25 passes"),
+        ("faiss", theirs, faiss_s, faiss_cpu, faiss_i, "faiss.Kmeans niter=25, all rows"),
+    ):
+        emit(
+            f"kmeans_{name}_{label}_seconds",
+            round(wall, 2),
+            "s",
+            cpu_s=round(cpu, 2),
+            inertia=inertia,
+            **common,
+            runs_s=[round(t, 2) for t, _, _ in runs],
+            settings=settings,
+        )
     emit(
-        "kmeans_ours_seconds",
-        round(ours_seconds, 3),
-        "s",
-        frames=int(frames.shape[0]),
-        k=100,
-        device=device,
-        inertia=ours_inertia,
-        iterations=int(ours.metadata["iterations"]),
-        settings="KMeans.fit defaults: greedy k-means++ on 25.6k rows, Lloyd, inertia_tol 1e-3",
+        f"kmeans_{name}_speed_vs_faiss",
+        round(faiss_s / ours_s, 3),
+        "x",
+        cpu=round(faiss_cpu / ours_cpu, 3),
+        goal=">= 1",
+        note="faiss/ours, medians of interleaved runs (wall; CPU time of all threads)",
     )
-    start = time.perf_counter()
-    tight = KMeans.fit(frames, 100, seed=0, device=device, inertia_tol=1e-4)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    emit(
-        "kmeans_ours_tight_seconds",
-        round(time.perf_counter() - start, 3),
-        "s",
-        device=device,
-        inertia=tight.inertia(frames),
-        iterations=int(tight.metadata["iterations"]),
-        settings="inertia_tol 1e-4 (information)",
-    )
+    emit(f"kmeans_{name}_inertia_vs_faiss", round(ours_i / faiss_i, 5), "ours/faiss", goal="<= 1")
+    return faiss_s
+
+
+def kmeans_vs_sklearn(name: str, x: np.ndarray, k: int, threads: int) -> None:
+    """scikit-learn KMeans (Lloyd, 25 iterations, tol 0), one run, scored like ours."""
     try:
-        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.cluster import KMeans as SKMeans
         from threadpoolctl import threadpool_limits
     except ImportError:
-        emit("kmeans_sklearn_seconds", float("nan"), "s", note="scikit-learn not installed")
+        emit(f"kmeans_{name}_sklearn_seconds", float("nan"), "s", note="scikit-learn not installed")
         return
-    start = time.perf_counter()
+    from sslspeech.units import KMeans
+
+    init = "k-means++" if x.shape[1] < 100 else "random"  # its k-means++ uses every row
     with threadpool_limits(threads):
-        sk = MiniBatchKMeans(
-            n_clusters=100,
-            init="k-means++",
-            max_iter=100,
-            batch_size=10000,
-            tol=0.0,
-            max_no_improvement=100,
-            init_size=None,
-            n_init=20,
-            reassignment_ratio=0.0,
-            compute_labels=False,
-            random_state=0,
-        ).fit(frames.numpy())
-    sk_seconds = time.perf_counter() - start
-    sk_inertia = KMeans(sk.cluster_centers_).inertia(frames)
+        seconds, _, fitted = _timed(
+            lambda: SKMeans(k, init=init, n_init=1, max_iter=25, tol=0.0, random_state=0).fit(x)
+        )
     emit(
-        "kmeans_sklearn_seconds",
-        round(sk_seconds, 3),
+        f"kmeans_{name}_sklearn_seconds",
+        round(seconds, 2),
         "s",
-        frames=int(frames.shape[0]),
-        k=100,
-        inertia=sk_inertia,
-        steps=int(sk.n_steps_),
-        settings="fairseq learn_kmeans.py MiniBatchKMeans",
+        frames=len(x),
+        k=k,
+        inertia=KMeans(fitted.cluster_centers_).inertia(torch.from_numpy(x)),
         threads=threads,
+        settings=f"sklearn KMeans lloyd, init={init}, n_init=1, max_iter=25, tol=0",
     )
-    emit("kmeans_speedup", round(sk_seconds / ours_seconds, 2), "x", goal=">= 10")
+
+
+OOC_CHILD = """
+import json, sys, threading, time, torch
+torch.set_num_threads(int(sys.argv[3]))
+from sslspeech.features import open_store
+from sslspeech.units import fit_store
+
+def anon_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+baseline = anon_kib()
+peak = [baseline]
+done = threading.Event()
+def sample():
+    while not done.wait(0.005):
+        peak[0] = max(peak[0], anon_kib())
+threading.Thread(target=sample, daemon=True).start()
+start, cpu = time.perf_counter(), time.process_time()
+model = fit_store(open_store(sys.argv[1]), int(sys.argv[4]), fraction=1.0, seed=0,
+                  max_iter=int(sys.argv[5]), tol=0, inertia_tol=0)
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+done.set()
+model.save(sys.argv[2])
+record = {"seconds": seconds, "cpu_s": cpu, "baseline_kib": baseline}
+print(json.dumps({**record, "peak_kib": max(peak[0], anon_kib())}))
+"""
+
+
+def _layer_store(x: np.ndarray, directory: Path, copies: int = 1) -> int:
+    """`x` (tiled `copies` times) as a 2-shard float32 store of 500-frame utterances; its bytes."""
+    from sslspeech.features import StoreWriter
+    from sslspeech.features.store import write_store_meta
+
+    write_store_meta(directory, {"num_shards": 2})
+    for shard in range(2):
+        with StoreWriter(directory, shard, 2) as writer:
+            for copy in range(copies):
+                part = np.array_split(np.arange(len(x)), 2)[shard]
+                for i, rows in enumerate(np.array_split(part, len(part) // 500)):
+                    writer.add(f"c{copy}s{shard}u{i}", x[rows])
+    return sum(p.stat().st_size for p in directory.glob("*.npy"))
+
+
+def _fit_out_of_core(store: Path, out: Path, threads: int, k: int, passes: int) -> dict:
+    child = [sys.executable, "-c", OOC_CHILD, str(store), str(out), str(threads), str(k)]
+    run = subprocess.run([*child, str(passes)], capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
+
+
+def kmeans_out_of_core(x: np.ndarray, k: int, work: Path, threads: int, faiss_s: float) -> None:
+    """The same fit streamed from a float32 store on disk, in a fresh process: time and peak
+    anonymous memory (RssAnon sampled every 5 ms; the mmapped pages are file-backed); then
+    the memory of 3 passes over a store 3x as large (the same frames tiled)."""
+    from sslspeech.units import KMeans
+
+    size = _layer_store(x, work / "layer_store")
+    out = work / "ooc.safetensors"
+    result = _fit_out_of_core(work / "layer_store", out, threads, k, 25)
+    used = (result["peak_kib"] - result["baseline_kib"]) / 1024
+    inertia = KMeans.load(out).inertia(torch.from_numpy(x))
     emit(
-        "kmeans_inertia_ratio",
-        round(ours_inertia / sk_inertia, 5),
-        "ours/sklearn",
-        goal="<= 1 (no worse)",
+        "kmeans_out_of_core_seconds",
+        round(result["seconds"], 2),
+        "s",
+        cpu_s=round(result["cpu_s"], 2),
+        frames=len(x),
+        dim=x.shape[1],
+        k=k,
+        threads=threads,
+        inertia=inertia,
+        vs_faiss_in_memory=round(result["seconds"] / faiss_s, 3),
+        goal="<= 2 x faiss",
     )
+    emit(
+        "kmeans_out_of_core_peak_anon",
+        round(result["peak_kib"] / 1024, 1),
+        "MiB",
+        above_baseline_mib=round(used, 1),
+        baseline_mib=round(result["baseline_kib"] / 1024, 1),
+        store_mib=round(size / 2**20, 1),
+        store_over_memory_used=round(size / 2**20 / used, 1),
+        store_over_peak_anon=round(size / 1024 / result["peak_kib"], 1),
+        note="baseline: RssAnon after importing torch and sslspeech, before fit_store",
+    )
+    shutil.rmtree(work / "layer_store")
+    size = _layer_store(x, work / "layer_store_3x", copies=3)
+    tiled = _fit_out_of_core(work / "layer_store_3x", out, threads, k, 3)
+    emit(
+        "kmeans_out_of_core_3x_peak_anon",
+        round(tiled["peak_kib"] / 1024, 1),
+        "MiB",
+        above_baseline_mib=round((tiled["peak_kib"] - tiled["baseline_kib"]) / 1024, 1),
+        store_mib=round(size / 2**20, 1),
+        frames=3 * len(x),
+        passes=3,
+        note="memory does not grow with the store",
+    )
+    shutil.rmtree(work / "layer_store_3x")
 
 
 RSS_CHILD = """
@@ -199,13 +322,24 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=27, help="per speaker")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved k-means runs")
+    parser.add_argument("--layer-frames", type=int, default=200_000)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folder = corpus(args, work)
+        from sslspeech.features import open_store
+
         store = mfcc_speed(folder / "manifest.csv", work, args.device)
-        kmeans_comparison(store, args.device, args.threads)
+        mfcc = open_store(store)
+        frames = np.concatenate([np.asarray(mfcc[key]) for key in mfcc])
+        kmeans_vs_faiss("mfcc", frames, 100, args.threads, args.repeats)
+        kmeans_vs_sklearn("mfcc", frames, 100, args.threads)
+        layer = layer_like(args.layer_frames)
+        faiss_s = kmeans_vs_faiss("layer", layer, 500, args.threads, args.repeats)
+        kmeans_vs_sklearn("layer", layer, 500, args.threads)
+        kmeans_out_of_core(layer, 500, work, args.threads, faiss_s)
         peak_rss(folder / "manifest.csv", work, args.threads)
 
 

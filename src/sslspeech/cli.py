@@ -25,8 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "synthetic phone-aligned speech (espeak-ng): wav, manifest, item file"),
     "features": ("features", "MFCC or model-layer features of a manifest into a sharded store"),
     "kmeans": ("kmeans", "fit k-means (torch, CPU/GPU) on a fraction of a feature store"),
-    "transcribe": ("transcribe", "k-means units of every utterance of a store (JSONL or .km)"),
-    "units": ("units", "unit files: merge MANIFEST UNITS OUT adds units as training labels"),
+    "transcribe": (
+        "transcribe",
+        "units of every utterance: k-means of a store, or SpidR/DinoSR codebooks of audio",
+    ),
+    "units": (
+        "units",
+        "unit files: merge (units as training labels), quality (purity, PNMI, bitrate)",
+    ),
 }
 
 log = logging.getLogger("sslspeech")

@@ -13,14 +13,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from sslspeech.data.audio import load_audio
-from sslspeech.data.collate import Collator, conv_frame_lengths
+from sslspeech.data.collate import Collator
 from sslspeech.data.dataset import AudioDataset
 from sslspeech.data.manifest import ManifestEntry, read_manifest, write_manifest
 from sslspeech.data.sampler import BucketBatchSampler
 from sslspeech.data.scan import create_manifest
 from sslspeech.errors import ConfigError, DataError
+from sslspeech.models.configs import HuBERTConfig
+from sslspeech.models.encoder import conv_output_lengths
 
 from .conftest import RATE, make_tar
+
+
+def base_frame_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames of HuBERT Base's conv stack (the model's own rule: 400-sample field, 320 hop)."""
+    return conv_output_lengths(lengths, HuBERTConfig())
+
 
 LENGTHS = {"a": 16000, "b": 9600, "c": 4160, "d": 320 * 7, "e": 1000}
 
@@ -106,17 +114,13 @@ def test_normalize_standardizes_each_item(tmp_path: Path) -> None:
     assert abs(float(wav.mean())) < 1e-4 and abs(float(wav.std()) - 1) < 1e-3
 
 
-def test_conv_frame_lengths_of_the_base_stack() -> None:
-    """400-sample receptive field, 320 hop: 1 s -> 49 frames, 400 -> 1, 399 -> 0."""
-    assert conv_frame_lengths(torch.tensor([16000, 400, 399, 720, 0])).tolist() == [49, 1, 0, 2, 0]
-
-
 def test_collate_pads_and_masks(tmp_path: Path) -> None:
     """Batch keys, padding values, frame padding mask, labels padded with -100, masks only on
-    valid frames with the same count per row, channel mask, and masks fixed by item seeds."""
+    valid frames with the same count per row, their frames listed, channel mask, and masks
+    fixed by item seeds."""
     dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest", min_samples=2000)
     collate = Collator(
-        conv_frame_lengths,
+        base_frame_lengths,
         mask_prob=0.65,
         mask_length=3,
         mask_indices=True,
@@ -130,8 +134,8 @@ def test_collate_pads_and_masks(tmp_path: Path) -> None:
     assert torch.equal(batch["lengths"], lengths)
     assert batch["waveforms"].shape == (4, 16000) and batch["fileids"] == ["a", "b", "c", "d"]
     assert float(batch["waveforms"][3, 2240:].abs().sum()) == 0
-    frames = conv_frame_lengths(lengths)
-    assert torch.equal(batch["frame_lengths"], frames)
+    frames = base_frame_lengths(lengths)
+    assert torch.equal(batch["frame_lengths"], frames) and batch["padded"] is True
     assert torch.equal(batch["padding_mask"].sum(1), 49 - frames)
     assert batch["labels"].shape == (4, 50)
     assert batch["labels"][3, 7:].eq(-100).all() and batch["labels"][3, :7].tolist() == list(
@@ -142,12 +146,66 @@ def test_collate_pads_and_masks(tmp_path: Path) -> None:
     assert not (mask & batch["padding_mask"]).any()
     assert len(set(mask.sum(1).tolist())) == 1 and mask.sum() > 0
     assert batch["mask_indices"].shape == (4, int(mask.sum(1)[0]))
+    rows, columns = batch["masked_frames"] // 49, batch["masked_frames"] % 49
+    assert torch.equal(columns.view(4, -1), batch["mask_indices"])
+    assert torch.equal(rows, torch.arange(4).repeat_interleave(mask.sum(1)))
+    unmasked = torch.zeros(4 * 49, dtype=torch.bool)
+    unmasked[batch["unmasked_frames"]] = True
+    assert torch.equal(unmasked.view(4, 49), ~mask & ~batch["padding_mask"])
     assert batch["channel_mask"].shape == (4, 32)
     assert torch.equal(collate(items)["mask"], mask)
     dataset.set_epoch(1)
     assert not torch.equal(collate([dataset[i] for i in range(len(dataset))])["mask"], mask)
     with pytest.raises(ConfigError, match="frame_lengths"):
         Collator(mask_prob=0.5)
+
+
+@pytest.mark.parametrize("random_crop", [True, False])
+def test_crop_batching_cuts_to_the_shortest_utterance(tmp_path: Path, random_crop: bool) -> None:
+    """batching="crop": every row is a window of its utterance as long as the shortest one,
+    starting on a label boundary, with the labels of that window; no padding anywhere, so the
+    masks cover only valid frames and their frame lists agree; pad batching is unchanged."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest", min_samples=2000)
+    items = [dataset[i] for i in range(len(dataset))]
+    options = {"mask_prob": 0.65, "mask_length": 3, "seed": 3}
+    crop = Collator(base_frame_lengths, batching="crop", random_crop=random_crop, **options)
+    batch = crop(items)
+    shortest = min(len(item["waveform"]) for item in items)
+    assert batch["waveforms"].shape == (4, shortest) and not batch["padded"]
+    assert torch.equal(batch["lengths"], torch.full((4,), shortest))
+    assert not batch["padding_mask"].any()
+    frames = int(base_frame_lengths(torch.tensor([shortest]))[0])
+    assert torch.equal(batch["frame_lengths"], torch.full((4,), frames))
+    assert batch["labels"].shape == (4, round(shortest / 320))
+    starts = []
+    for row, item in enumerate(items):
+        # sample n of a ramp WAV encodes n: the window's first sample gives its offset
+        start = round(float(batch["waveforms"][row, 0]) * 32768)
+        assert start % 320 == 0 and start + shortest <= len(item["waveform"])
+        assert torch.equal(batch["waveforms"][row], item["waveform"][start : start + shortest])
+        first = start // 320
+        assert batch["labels"][row].tolist() == item["labels"][first : first + 7].tolist()
+        starts.append(start)
+    assert (max(starts) > 0) is random_crop
+    assert batch["masked_frames"].numel() + batch["unmasked_frames"].numel() == 4 * frames
+    assert torch.equal(crop(items)["waveforms"], batch["waveforms"])
+    padded = Collator(base_frame_lengths, **options)(items)
+    assert padded["waveforms"].shape == (4, 16000) and padded["padded"]
+    with pytest.raises(ConfigError, match="batching"):
+        Collator(batching="trim")
+
+
+def test_collate_checks_what_the_model_does_not(tmp_path: Path) -> None:
+    """Labels outside [0, num_classes) and rows too short for one frame are DataErrors naming
+    the utterance (the training forward does not check them on the device)."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest")
+    items = [dataset[i] for i in range(len(dataset))]
+    with pytest.raises(DataError, match=r"'a'.*cluster ids in \[0, 10\)"):
+        Collator(base_frame_lengths, num_classes=10)(items[:1])
+    Collator(base_frame_lengths, num_classes=50)(items[:1])
+    short = {**items[0], "waveform": torch.zeros(399), "fileid": "short"}
+    with pytest.raises(DataError, match=r"'short'.*too short for one frame"):
+        Collator(base_frame_lengths)([items[0], short])
 
 
 def test_tar_backed_loader_in_worker_processes(corpus, tmp_path: Path) -> None:
@@ -159,7 +217,7 @@ def test_tar_backed_loader_in_worker_processes(corpus, tmp_path: Path) -> None:
     create_manifest(tar_path, tmp_path / "t.csv", ext="wav,flac", quiet=True)
     dataset = AudioDataset(read_manifest(tmp_path / "t.csv"), max_samples=4000)
     sampler = BucketBatchSampler(dataset.sizes, 9000, num_buckets=2, seed=1)
-    collate = Collator(conv_frame_lengths, mask_prob=0.5, mask_length=2)
+    collate = Collator(base_frame_lengths, mask_prob=0.5, mask_length=2)
 
     def batches(workers: int) -> list[dict]:
         loader = DataLoader(

@@ -18,9 +18,16 @@ from sslspeech.data.audio import load_audio, standardize, write_wav
 from sslspeech.data.manifest import ManifestEntry, write_manifest
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.features import mfcc, open_store
-from sslspeech.features.extract import FeatureSpec, extract_features, extract_shard, shard_range
+from sslspeech.features.batching import batched_layers, length_batches
+from sslspeech.features.extract import (
+    FeatureSpec,
+    extract_features,
+    extract_shard,
+    shard_range,
+)
 
-LENGTHS = [16000, 5000, 350, 12345, 800, 9000, 401, 40]  # < 400: 0 MFCC frames; 40: 0 model
+# < 400: 0 MFCC frames; for the tiny model (receptive field 60, stride 40) 40 is 0 frames, 80 one
+LENGTHS = [16000, 5000, 350, 12345, 800, 9000, 401, 40, 80]
 
 
 @pytest.fixture
@@ -168,7 +175,7 @@ def tiny_hubert(normalize_input: bool):
 @pytest.mark.parametrize("before_residual", [True, False])
 def test_model_layer_features(manifest, tmp_path, normalize_input, before_residual):
     """Layer L of a saved tiny HuBERT, with the checkpoint's input normalization, as the model
-    computes it on each utterance alone."""
+    computes it on each utterance alone (batches of mixed lengths: 2 per batch, and all)."""
     model = tiny_hubert(normalize_input)
     model.save_pretrained(tmp_path / "ckpt")
     out = extract_features(
@@ -179,12 +186,13 @@ def test_model_layer_features(manifest, tmp_path, normalize_input, before_residu
         layer=2,
         before_residual=before_residual,
         num_shards=2,
+        batch_samples=2 * 16000 if normalize_input else None,
         quiet=True,
     )
     store = open_store(out)
     assert store.meta["normalize_input"] is normalize_input
     assert store.frame_rate == 16000 / 40
-    for i in (0, 3, 6):
+    for i in (0, 1, 3, 4, 5, 6, 8):
         wav = torch.from_numpy(load_audio(tmp_path / "wav" / f"u{i}.wav"))
         if normalize_input:
             wav = standardize(wav)
@@ -194,6 +202,7 @@ def test_model_layer_features(manifest, tmp_path, normalize_input, before_residu
             )
         np.testing.assert_allclose(store[f"u{i}"], layers[1][0].numpy(), atol=1e-5, rtol=1e-5)
     assert store["u7"].shape == (0, 24)  # shorter than the conv stack's receptive field
+    assert store["u8"].shape == (1, 24)
 
 
 def test_model_errors(manifest, tmp_path):
@@ -207,3 +216,79 @@ def test_model_errors(manifest, tmp_path):
         )
     with pytest.raises(ConfigError, match="kind"):
         extract_features(manifest, tmp_path / "c", kind="fbank")
+
+
+def test_length_batches_sort_and_respect_the_budget():
+    """Longest first, rows x longest <= budget, every index once; an over-long one alone."""
+    lengths = [5, 50, 7, 30, 30, 1, 200]
+    batches = length_batches(lengths, 60)
+    assert batches == [[6], [1], [3, 4], [2, 0, 5]]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    with pytest.raises(ConfigError, match="batch_samples"):
+        length_batches(lengths, 0)
+
+
+def tiny_encoder_model(kind: str):
+    """Tiny models covering the padding hazards: GroupNorm conv stack (HuBERT), per-frame
+    LayerNorm with fairseq's batch-dependent frame rule, unzeroed padding (DinoSR)."""
+    from sslspeech.models.configs import HuBERTConfig
+    from sslspeech.models.dinosr import DinoSR, DinoSRConfig
+    from sslspeech.models.hubert import HuBERT
+
+    shape = {
+        "extractor_conv_layers": ((16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 2, 2)),
+        "embed_dim": 24,
+        "ffn_dim": 48,
+        "num_layers": 2,
+        "num_heads": 3,
+        "pos_conv_kernel": 8,
+        "pos_conv_groups": 4,
+    }
+    torch.manual_seed(0)
+    if kind == "dinosr":
+        return DinoSR(DinoSRConfig(**shape, num_codebooks=2, codebook_size=8)).eval()
+    extra = {"extractor_mode": "layer_norm", "frame_rule": "fairseq"} if kind == "ln" else {}
+    return HuBERT(HuBERTConfig(**shape, **extra)).eval()
+
+
+@pytest.mark.parametrize("kind", ["hubert", "ln", "dinosr"])
+@pytest.mark.parametrize("batch_samples", [None, 3000])
+def test_batched_layers_equal_one_at_a_time(kind, batch_samples):
+    """Mixed lengths (1 frame, 0 frames, long) in batches: each requested layer (in the order
+    asked) of every utterance, yielded once, equals its own forward pass within 1e-5."""
+    model = tiny_encoder_model(kind)
+    rng = torch.Generator().manual_seed(0)
+    lengths = [1234, 60, 4000, 40, 999, 4000, 61, 2500]
+    waveforms = [torch.randn(n, generator=rng) for n in lengths]
+    found = list(
+        batched_layers(model, waveforms, [2, 1], before_residual=False, batch_samples=batch_samples)
+    )
+    assert sorted(index for index, _ in found) == list(range(len(lengths)))
+    for index, (second, first) in found:
+        wav, layers = waveforms[index], [first, second]
+        if len(wav) < 60:
+            assert [tuple(x.shape) for x in layers] == [(0, 24), (0, 24)]
+            continue
+        with torch.inference_mode():
+            alone = model.get_intermediate_outputs(wav[None], num_layers=2, before_residual=False)
+        for got, expected in zip(layers, alone, strict=True):
+            torch.testing.assert_close(got, expected[0], atol=1e-5, rtol=1e-5)
+
+
+def test_features_command_batches_model_layers(manifest, tmp_path):
+    """`sslspeech features --kind model --batch-samples N` writes the same store as the API
+    with its default batches; a budget below one sample is refused."""
+    from sslspeech.cli import main
+
+    tiny_hubert(False).save_pretrained(tmp_path / "ckpt")
+    common = ["--kind", "model", "--checkpoint", str(tmp_path / "ckpt"), "--layer", "2"]
+    argv = ["features", str(manifest), str(tmp_path / "cli"), *common, "--quiet"]
+    assert main([*argv, "--batch-samples", "6000"]) == 0
+    api = extract_features(
+        manifest, tmp_path / "api", kind="model", checkpoint=tmp_path / "ckpt", layer=2, quiet=True
+    )
+    cli, expected = open_store(tmp_path / "cli"), open_store(api)
+    for fileid in expected:
+        np.testing.assert_allclose(cli[fileid], expected[fileid], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError, match="batch-samples"):
+        extract_features(manifest, tmp_path / "bad", batch_samples=0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from sslspeech.cli import main
-from sslspeech.interop import load_model
+from sslspeech.models import load_model
 from sslspeech.utils.safetensors import load_file
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sslspeech.cli import main
-from sslspeech.interop import load_model
 from sslspeech.interop.hf import export_hf
+from sslspeech.models import load_model
 from sslspeech.models.configs import HuBERTConfig
 from sslspeech.models.hubert import HuBERT
 from sslspeech.utils.safetensors import load_file

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sslspeech.errors import CheckpointError, ConfigError
-from sslspeech.interop import load_model
+from sslspeech.models import load_model
 from sslspeech.models.hubert import HuBERT, HuBERTPretrain
 from sslspeech.utils.safetensors import load_file
 

@@ -25,7 +25,8 @@ SPIDR_CASES = {
 
 
 def test_known_huberts_lists_the_official_sources() -> None:
-    """Every released HuBERT is there, with its official URL or HF id and a loader."""
+    """Every released HuBERT is there (minimal_hubert's list included: mHuBERT-147 iterations,
+    multilingual and other-language HuBERTs), with its official URL or HF id and a loader."""
     known = registry.known_huberts()
     expected_urls = {
         "hubert_base_ls960": "https://dl.fbaipublicfiles.com/hubert/hubert_base_ls960.pt",
@@ -44,6 +45,20 @@ def test_known_huberts_lists_the_official_sources() -> None:
         ),
         "facebook/hubert-base-ls960": "facebook/hubert-base-ls960",
         "utter-project/mHuBERT-147": "utter-project/mHuBERT-147",
+        "utter-project/mHuBERT-147-base-1st-iter": "utter-project/mHuBERT-147-base-1st-iter",
+        "utter-project/mHuBERT-147-base-2nd-iter": "utter-project/mHuBERT-147-base-2nd-iter",
+        "mhubert_base_vp_en_es_fr_it3": (
+            "https://dl.fbaipublicfiles.com/hubert/mhubert_base_vp_en_es_fr_it3.pt"
+        ),
+        "mhubert_base_vp_mls_cv_8lang_it3": (
+            "https://dl.fbaipublicfiles.com/hubert/mhubert_base_vp_mls_cv_8lang_it3.pt"
+        ),
+        "s3prl/hubert_base_ls960": (
+            "https://huggingface.co/s3prl/converted_ckpts/resolve/main/hubert_base_ls960.pt"
+        ),
+        "reazon-research/japanese-hubert-base-k2": "reazon-research/japanese-hubert-base-k2",
+        "TencentGameMate/chinese-hubert-base": "TencentGameMate/chinese-hubert-base",
+        "TencentGameMate/chinese-hubert-large": "TencentGameMate/chinese-hubert-large",
     }
     for name, source in expected_urls.items():
         assert known[name].source == source, name

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from sslspeech.errors import CheckpointError
-from sslspeech.interop import load_checkpoint, load_model
+from sslspeech.interop import load_checkpoint
 from sslspeech.interop.spidr import config_from_spidr
+from sslspeech.models import load_model
 from sslspeech.models.dinosr import DinoSR
 from sslspeech.models.spidr import SpidR
 from sslspeech.utils.safetensors import load_file

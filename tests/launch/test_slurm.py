@@ -14,7 +14,7 @@ import pytest
 
 from sslspeech.cli import main
 from sslspeech.launch.slurm import SlurmOptions, submit_training
-from sslspeech.training.checkpoint import list_checkpoints, load_checkpoint
+from sslspeech.training.checkpoint import TrainingCheckpoint, list_checkpoints
 from sslspeech.training.config import load_config
 from sslspeech.training.metrics import read_metrics
 from tests.training.conftest import CONFIGS, small_run
@@ -47,8 +47,8 @@ def test_a_submitted_job_trains_on_two_tasks(tmp_path: Path, tone_manifest: Path
     job = submit_training(config, SlurmOptions(cluster="local", gpus_per_node=2, time_minutes=30))
     summaries = job.results()  # one per task
     assert [s["status"] for s in summaries] == ["completed", "completed"]
-    state = load_checkpoint(tmp_path / "checkpoints" / "step_4.pt")
-    assert state["world_size"] == 2
+    state = TrainingCheckpoint.load(tmp_path / "checkpoints" / "step_4.pt")
+    assert state.world_size == 2
     assert (tmp_path / "submitit").is_dir()
 
 

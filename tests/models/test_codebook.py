@@ -29,6 +29,12 @@ def _codebooks(seed: int = 0, k: int = 3, v: int = 5, d: int = 4) -> OnlineCodeb
     return codebooks
 
 
+def _update(codebooks: OnlineCodebooks, targets: torch.Tensor, labels: torch.Tensor) -> None:
+    """One batch's statistics applied at once (one optimizer step of one micro-batch)."""
+    codebooks.accumulate(targets, labels)
+    codebooks.apply_update()
+
+
 def test_assign_is_nearest_centroid() -> None:
     """assign() returns the argmin of the Euclidean distance to sums / counts, per codebook."""
     codebooks = _codebooks()
@@ -45,7 +51,7 @@ def test_update_matches_per_codeword_rule() -> None:
     labels = torch.tensor([[0, 0, 1, 1, 1, 3, 0]] * 3)
     labels[2] = 4
     sums, counts = codebooks.sums.clone(), codebooks.counts.clone()
-    codebooks.update(targets, labels)
+    _update(codebooks, targets, labels)
     for k in range(3):
         for j in range(5):
             chosen = labels[k] == j
@@ -59,13 +65,30 @@ def test_update_matches_per_codeword_rule() -> None:
     assert torch.equal(codebooks.sums[2, :4], sums[2, :4])
 
 
+def test_accumulated_halves_update_like_the_whole_batch() -> None:
+    """Two accumulated micro-batches, applied once, equal one update from the whole batch; the
+    codebooks do not move before `apply_update`."""
+    accumulated, whole = _codebooks(), _codebooks()
+    targets = torch.randn(3, 12, 4, generator=torch.Generator().manual_seed(2))
+    labels = whole.assign(targets)
+    before = accumulated.sums.clone()
+    accumulated.accumulate(targets[:, :5], labels[:, :5])
+    accumulated.accumulate(targets[:, 5:], labels[:, 5:])
+    assert torch.equal(accumulated.sums, before)
+    accumulated.apply_update()
+    _update(whole, targets, labels)
+    torch.testing.assert_close(accumulated.sums, whole.sums)
+    torch.testing.assert_close(accumulated.counts, whole.counts)
+    assert accumulated.pending is None
+
+
 def test_update_with_decay_one_is_a_no_op() -> None:
     """decay >= 1 freezes the codebooks."""
     codebooks = _codebooks()
     codebooks.decay = 1.0
     before = codebooks.state_dict()
     before = {k: v.clone() for k, v in before.items()}
-    codebooks.update(torch.randn(3, 6, 4), torch.zeros(3, 6, dtype=torch.long))
+    _update(codebooks, torch.randn(3, 6, 4), torch.zeros(3, 6, dtype=torch.long))
     for key, value in codebooks.state_dict().items():
         assert torch.equal(value, before[key])
 
@@ -106,7 +129,7 @@ def _distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         generator = torch.Generator().manual_seed(1)
         targets = torch.randn(3, 12, 4, generator=generator)
         half = targets[:, rank * 6 : (rank + 1) * 6]
-        codebooks.update(half, codebooks.assign(half))
+        _update(codebooks, half, codebooks.assign(half))
         ppl = perplexities(torch.tensor([[float(rank == 0), float(rank == 1)]]), 1)
         torch.save(
             {"sums": codebooks.sums, "counts": codebooks.counts, "ppl": ppl},
@@ -121,7 +144,7 @@ def test_update_all_reduces_across_ranks(tmp_path: Path) -> None:
     mp.spawn(_distributed_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     single = _codebooks()
     targets = torch.randn(3, 12, 4, generator=torch.Generator().manual_seed(1))
-    single.update(targets, single.assign(targets))
+    _update(single, targets, single.assign(targets))
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         torch.testing.assert_close(result["sums"], single.sums)

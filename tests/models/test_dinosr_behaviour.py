@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 import torch
 
+from sslspeech.data.masking import compute_mask
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models import dinosr, spidr
-from sslspeech.models.dinosr import DinoSR, DinoSRConfig, select_rows
+from sslspeech.models.dinosr import DinoSR, DinoSRConfig
+from sslspeech.models.masked import masked_frames, select_rows
 from sslspeech.models.spidr import SpidR, SpidRConfig
 
 TINY: dict[str, Any] = {
@@ -62,8 +64,9 @@ def test_backward_reaches_student_not_teacher(cls: type[DinoSR]) -> None:
 
 @pytest.mark.parametrize("cls", [DinoSR, SpidR])
 def test_mask_none(cls: type[DinoSR]) -> None:
-    """mask=None: eval predicts every valid frame unmasked (codebooks untouched); train draws a
-    span mask and updates the codebooks."""
+    """mask=None: eval predicts every valid frame unmasked (codebooks untouched); train mode
+    needs a mask (the data side draws it): with one drawn by `data.masking`, the codebooks move
+    at `update_teacher`, after the optimizer step, not in the forward."""
     model = _model(cls).eval()
     before = model.codebooks.sums.clone()
     lengths = torch.tensor([8000, 5000])
@@ -73,10 +76,33 @@ def test_mask_none(cls: type[DinoSR]) -> None:
     assert torch.isfinite(loss).all() and stats["target_ppl"] >= 1
     assert torch.equal(model.codebooks.sums, before)
     model.train()
-    torch.manual_seed(3)
-    loss, _ = model(_waveforms())
-    assert 0 < loss.shape[0] < 48
+    with pytest.raises(DataError, match=r"data\.masking"):
+        model(_waveforms())
+    mask = compute_mask((2, 24), 0.65, 5, min_masks=2, generator=torch.Generator().manual_seed(3))
+    loss, _ = model(_waveforms(), mask=mask)
+    assert loss.shape == (int(mask.sum()),)
+    assert torch.equal(model.codebooks.sums, before)
+    model.update_teacher(1)
     assert not torch.equal(model.codebooks.sums, before)
+
+
+@pytest.mark.parametrize("cls", [DinoSR, SpidR])
+def test_listed_mask_gives_the_bool_mask_results(cls: type[DinoSR]) -> None:
+    """A `MaskedFrames` (the trainer's, frames listed beforehand) gives the per-frame losses,
+    gradients and codebook statistics of the same bool mask, on a padded batch."""
+    lengths = torch.tensor([8000, 5000])
+    results = []
+    for listed in (False, True):
+        model = _model(cls).train()
+        frame_lengths = model.frame_lengths(lengths)
+        mask = compute_mask((2, 24), 0.65, 5, 2, frame_lengths, torch.Generator().manual_seed(4))
+        given = masked_frames(mask, frame_lengths) if listed else mask
+        loss, _ = model(_waveforms(), mask=given, lengths=lengths)
+        loss.sum().backward()
+        assert model.codebooks.pending is not None
+        results.append((loss.detach(), model.mask_embedding.grad, model.codebooks.pending))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(theirs, ours)
 
 
 def test_bad_mask_is_an_error() -> None:

@@ -124,25 +124,26 @@ PRETRAIN_CASES = [
 @pytest.mark.parametrize(("folder", "path"), PRETRAIN_CASES)
 def test_pretrain_logits_and_loss(fixtures_dir: Path, folder: str, path: str) -> None:
     """Masked-prediction logits (with -inf at the positive row), features_pen, CE sums and
-    the loss; fairseq label-rate alignment included (s3prl: label rate 100)."""
+    the summed loss over its count of masked frames; fairseq label-rate alignment included
+    (s3prl: label rate 100)."""
     meta, inputs, expected = load(fixtures_dir, folder)
     root = fixtures_dir / "hubert" / folder
     model = HuBERTPretrain.from_pretrained(root / path, **overrides_for(meta))
     waveforms, labels, mask = inputs["waveforms"], inputs["labels"], inputs["mask"]
     with torch.no_grad():
         out = model.compute_logits(waveforms, labels, mask)
-        loss, stats = model(waveforms, labels, mask=mask)
+        total, count, stats = model(waveforms, labels, mask=mask)
     for key, actual in (("logit_m", out.logit_m), ("logit_u", out.logit_u)):
         assert actual.shape == expected[key].shape
         assert torch.equal(torch.isinf(actual), torch.isinf(expected[key]))
         close(actual, expected[key], key)
     close(out.features_pen, expected["features_pen"], "features_pen")
-    n_masked, n_unmasked = int(stats["n_masked"]), int(stats["n_unmasked"])
-    assert n_masked == expected["logit_m"].shape[0]
+    n_masked, n_unmasked = out.logit_m.shape[0], out.logit_u.shape[0]
+    assert count == n_masked == expected["logit_m"].shape[0]
     rtol = {"atol": 0.0, "rtol": 1e-4}
     torch.testing.assert_close(stats["loss_m"] * n_masked, expected["loss_m_sum"], **rtol)
     torch.testing.assert_close(stats["loss_u"] * n_unmasked, expected["loss_u_sum"], **rtol)
-    torch.testing.assert_close(loss * n_masked, expected["loss"], **rtol)
+    torch.testing.assert_close(total, expected["loss"], **rtol)
     torch.testing.assert_close(stats["features_pen"], expected["features_pen"], **TOL)
     assert 0.0 <= float(stats["acc_m"]) <= 1.0
 

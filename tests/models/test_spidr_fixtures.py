@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from sslspeech.interop import load_model
+from sslspeech.models import load_model
 from sslspeech.models.dinosr import DinoSR, mask_from_indices
 from sslspeech.models.spidr import SpidR
 from sslspeech.utils.safetensors import load_file

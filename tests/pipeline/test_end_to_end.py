@@ -223,7 +223,7 @@ def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_r
     import dataclasses
 
     from sslspeech.pipeline.executors import SlurmExecutor
-    from sslspeech.pipeline.recipe import SlurmRequest, load_recipe
+    from sslspeech.pipeline.recipe import StageResources, load_recipe
     from sslspeech.pipeline.recipes import build_stages
     from sslspeech.pipeline.runner import Runner
 
@@ -234,7 +234,7 @@ def test_training_stage_as_a_slurm_job_through_submitit_local(recipe, straight_r
         stage, inputs={**stage.inputs, "train": labels / "train.csv", "val": labels / "val.csv"}
     )
     executor = SlurmExecutor(
-        folder=run / "slurm", resources={"train": SlurmRequest(timeout_min=5)}, cluster="local"
+        folder=run / "slurm", resources={"train": StageResources(timeout_min=5)}, cluster="local"
     )
     Runner(run, [stage], executor).run()
     assert read_state(run, "it1.train").results["step"] == 20

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from sslspeech.errors import ConfigError
-from sslspeech.pipeline.recipe import dump_toml, load_recipe, recipe_to_dict
+from sslspeech.pipeline.recipe import load_recipe, recipe_to_dict
 from sslspeech.pipeline.recipes import build_stages
+from sslspeech.utils.tomlconfig import dump_toml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,8 +57,8 @@ def test_unknown_key_names_the_closest_valid_one(tmp_path):
     ("override", "message"),
     [
         ("mfcc.k=0", "k must be positive"),
-        ("mfcc.k='ten'", r"mfcc\.k = 'ten': expected int"),
-        ("kind='wav2vec'", "expected one of"),
+        ("mfcc.k='ten'", r"mfcc\.k must be an integer; got 'ten'"),
+        ("kind='wav2vec'", "must be one of"),
         ("iterations=3", "iterations must be 1 or 2"),
         ("corpus.manifest='x.csv'", "exactly one of"),
     ],
@@ -161,3 +162,26 @@ def test_the_demo_recipe_is_valid():
     assert recipe.kind == "hubert" and recipe.iterations == 2
     assert recipe.corpus.synthetic
     assert recipe.it1.config.is_file()
+
+
+def test_training_overrides_are_checked_when_the_pipeline_starts(tmp_path, capsys):
+    """A wrong `itN.overrides` key or value fails `pipeline run` before any stage runs, and the
+    error names the recipe file and the recipe key (not "command line")."""
+    from sslspeech.cli import main
+
+    tiny = REPO / "configs" / "tiny_hubert.toml"
+    recipe = write(
+        tmp_path,
+        'run_dir = "out"\niterations = 2\n[corpus]\nsynthetic = true\n'
+        f'[it1]\nconfig = "{tiny}"\n[it2]\nconfig = "{tiny}"\noverrides = {{"optim.lrr" = 1}}\n',
+    )
+    assert main(["pipeline", "run", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert f"{recipe}: [it2] training config {tiny}" in err
+    assert "it2.overrides: unknown key 'optim.lrr'; did you mean 'optim.lr'?" in err
+    assert "command line" not in err
+    assert not (tmp_path / "out").exists()
+    assert main(["pipeline", "run", str(recipe), "it1.overrides.optim.lr='fast'"]) == 1
+    err = capsys.readouterr().err
+    assert f"{recipe}: [it1] training config" in err
+    assert "it1.overrides: optim.lr must be a number; got 'fast'" in err

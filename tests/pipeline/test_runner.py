@@ -129,7 +129,7 @@ def test_status_table_lists_every_stage_with_results(tmp_path):
         Runner(run, stages, LocalExecutor()).run()
     table = format_table(stage_rows(run))
     lines = table.splitlines()
-    assert lines[0].split() == ["stage", "status", "duration", "results"]
+    assert lines[0].split() == ["stage", "status", "duration", "shards", "results"]
     statuses = {line.split()[0]: line.split()[1] for line in lines[1:-1]}
     assert statuses == {"a": "done", "b": "done", "flaky": "failed", "later": "pending"}
     assert lines[-1] == "2/4 stages done"
@@ -155,12 +155,12 @@ def test_slurm_executor_through_submitit_local_jobs(tmp_path):
     """The SLURM path with submitit's local cluster: each stage runs as a separate job process,
     the driver records the states; a second run skips both stages."""
     from sslspeech.pipeline.executors import SlurmExecutor
-    from sslspeech.pipeline.recipe import SlurmRequest
+    from sslspeech.pipeline.recipe import StageResources
 
     (tmp_path / "source.txt").write_text("3")
     run = tmp_path / "run"
     executor = SlurmExecutor(
-        folder=run / "slurm", resources={"cpu": SlurmRequest(timeout_min=5)}, cluster="local"
+        folder=run / "slurm", resources={"cpu": StageResources(timeout_min=5)}, cluster="local"
     )
     Runner(run, chain(tmp_path), executor).run()
     assert (run / "b.txt").read_text() == "12"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from tests.training.corpus import make_tone_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment of a `python -m sslspeech` child: this checkout's sources first (not an
+    installed sslspeech), one thread (as `one_thread`)."""
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 @contextlib.contextmanager

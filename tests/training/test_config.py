@@ -10,13 +10,8 @@ import pytest
 
 from sslspeech.cli import main
 from sslspeech.errors import ConfigError
-from sslspeech.training.config import (
-    check_paths,
-    dump_toml,
-    format_toml_value,
-    load_config,
-    resolve_config,
-)
+from sslspeech.training.config import check_paths, load_config, resolve_config
+from sslspeech.utils.tomlconfig import format_value
 from tests.training.conftest import CONFIGS
 
 BASE = {
@@ -140,16 +135,16 @@ def test_masking_and_normalization_reach_the_model_config() -> None:
 def test_shipped_configs_resolve_and_round_trip_through_toml(name: str, tmp_path: Path) -> None:
     """Every config in configs/ loads, and its dump (config.toml of a run) loads back equal."""
     config = load_config(CONFIGS / name, [f"data.manifest={tmp_path / 'm.csv'}"])
-    text = dump_toml(config)
+    text = config.to_toml()
     assert resolve_config(tomllib.loads(text)) == config
     config.model_config()  # the model accepts its fields
 
 
 def test_toml_writer_escapes_strings() -> None:
     value = 'quote " backslash \\ tab \t newline \n bell \x07 é'
-    assert tomllib.loads(f"v = {format_toml_value(value)}")["v"] == value
+    assert tomllib.loads(f"v = {format_value(value)}")["v"] == value
     nested = [[1, 2.5], [True, "x"]]
-    assert tomllib.loads(f"v = {format_toml_value(nested)}")["v"] == nested
+    assert tomllib.loads(f"v = {format_value(nested)}")["v"] == nested
 
 
 def test_replace_applies_dotted_changes_strictly() -> None:
@@ -157,3 +152,17 @@ def test_replace_applies_dotted_changes_strictly() -> None:
     assert config.replace(**{"run.max_steps": 7}).run.max_steps == 7
     with pytest.raises(ConfigError, match=r"unknown key 'run\.max_stepz'"):
         config.replace(**{"run.max_stepz": 7})
+
+
+def test_replace_takes_values_as_they_are() -> None:
+    """Values are checked by type, never re-parsed as text: a string that looks like TOML stays a
+    string, None and tuples pass as themselves, a wrong type is an error naming replace()."""
+    config = resolve_config(BASE)
+    odd = '["not", "a list"].csv'
+    changed = config.replace(
+        **{"data.manifest": odd, "run.init_from": None, "optim.betas": (0.8, 0.9)}
+    )
+    assert changed.data.manifest == odd and changed.run.init_from is None
+    assert changed.optim.betas == (0.8, 0.9)
+    with pytest.raises(ConfigError, match=r"replace\(\): optim.lr must be a number; got '1e-4'"):
+        config.replace(**{"optim.lr": "1e-4"})

@@ -5,7 +5,6 @@ resumes mid-epoch, `sslspeech validate` scores every checkpoint and points best.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,12 +16,12 @@ import pytest
 import torch
 
 from sslspeech.cli import main
-from sslspeech.training.checkpoint import list_checkpoints, load_checkpoint
+from sslspeech.training.checkpoint import TrainingCheckpoint, list_checkpoints
 from sslspeech.training.config import load_config
 from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.metrics import MetricsLog, read_metrics
 from sslspeech.training.trainer import Trainer, train
-from tests.training.conftest import CONFIGS, REPO, single_thread, small_run
+from tests.training.conftest import CONFIGS, single_thread, small_run, subprocess_env
 
 MODELS = ("hubert", "spidr", "dinosr")
 
@@ -68,16 +67,16 @@ def test_tiny_configs_train_and_their_loss_decreases(tiny_runs: dict[str, Path],
 def test_checkpoints_hold_the_full_state_and_load_as_models(tiny_runs: dict[str, Path]) -> None:
     from sslspeech import DinoSR, HuBERT, HuBERTPretrain, SpidR
 
-    state = load_checkpoint(tiny_runs["spidr"] / "checkpoints" / "step_20.pt")
-    for key in ("optimizer", "scheduler", "scaler", "step", "epoch", "ranks", "config"):
-        assert key in state
-    assert {"python", "numpy", "torch"} <= set(state["ranks"][0]["rng"])
-    assert any(name.startswith("teacher.") for name in state["model"])
-    assert any(name.startswith("codebooks.") for name in state["model"])
+    state = TrainingCheckpoint.load(tiny_runs["spidr"] / "checkpoints" / "step_20.pt")
+    assert state.optimizer["state"] and state.scheduler and state.config["model"]["type"] == "spidr"
+    assert state.step == 20 and state.world_size == 1
+    assert {"python", "numpy", "torch"} <= set(state.ranks[0]["rng"])
+    assert any(name.startswith("teacher.") for name in state.model.state_dict)
+    assert any(name.startswith("codebooks.") for name in state.model.state_dict)
     for name, cls in (("hubert", HuBERTPretrain), ("spidr", SpidR), ("dinosr", DinoSR)):
         path = tiny_runs[name] / "checkpoints" / "last.pt"
         model = cls.from_pretrained(path)
-        saved = load_checkpoint(path)["model"]
+        saved = TrainingCheckpoint.load(path).model.state_dict
         for key, tensor in model.state_dict().items():
             assert torch.equal(tensor, saved[key]), key
     encoder = HuBERT.from_pretrained(tiny_runs["hubert"] / "checkpoints" / "step_10.pt")
@@ -92,7 +91,7 @@ def test_init_from_starts_a_new_run_from_checkpoint_weights(
     trainer = Trainer(
         load_config(CONFIGS / "tiny_hubert.toml", overrides), resolve_environment("cpu", {})
     )
-    saved = load_checkpoint(source)["model"]
+    saved = TrainingCheckpoint.load(source).model.state_dict
     assert trainer.state.step == 0
     for key, tensor in trainer.model.state_dict().items():
         assert torch.equal(tensor, saved[key]), key
@@ -131,7 +130,7 @@ def _train_command(workdir: Path, manifest: Path, *extra: str) -> list[str]:
 
 
 def _environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # as one_thread
+    return subprocess_env()
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
@@ -154,13 +153,13 @@ def test_sigkill_then_rerun_gives_bitwise_the_same_parameters(
     process.wait()
     assert not (killed / "checkpoints" / "step_20.pt").exists()
     subprocess.run(_train_command(killed, tone_manifest), env=_environment(), check=True)
-    a = load_checkpoint(whole / "checkpoints" / "step_20.pt")
-    b = load_checkpoint(killed / "checkpoints" / "step_20.pt")
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for key, value in a["optimizer"]["state"].items():
-        assert torch.equal(value["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+    a = TrainingCheckpoint.load(whole / "checkpoints" / "step_20.pt")
+    b = TrainingCheckpoint.load(killed / "checkpoints" / "step_20.pt")
+    assert a.model.state_dict.keys() == b.model.state_dict.keys()
+    for key in a.model.state_dict:
+        assert torch.equal(a.model.state_dict[key], b.model.state_dict[key]), key
+    for key, value in a.optimizer["state"].items():
+        assert torch.equal(value["exp_avg"], b.optimizer["state"][key]["exp_avg"])
     steps = [r["step"] for r in read_metrics(killed / "metrics.jsonl")]
     assert steps == list(range(1, 21))  # lines of the killed run past step 10 were dropped
 
@@ -179,7 +178,7 @@ def test_sigusr1_saves_and_stops_then_the_run_continues(
     assert 0 < step < 500 and (tmp_path / "checkpoints" / "last.pt").resolve() == path.resolve()
     resumed = [*command, f"run.max_steps={step + 2}"]  # the last override wins
     subprocess.run(resumed, env=_environment(), check=True)
-    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == step + 2
+    assert TrainingCheckpoint.load(tmp_path / "checkpoints" / "last.pt").step == step + 2
 
 
 def _batch_key(batch: dict[str, Any]) -> tuple[Any, ...]:
@@ -216,7 +215,7 @@ def test_validate_scores_every_checkpoint_and_points_best(
     records = list(read_metrics(out))
     assert sorted(r["step"] for r in records) == [10, 20]
     best = min(records, key=lambda r: r["loss"])
-    assert load_checkpoint(checkpoints / "best.pt")["step"] == best["step"]
+    assert TrainingCheckpoint.load(checkpoints / "best.pt").step == best["step"]
     inline = {
         r["step"]: r["loss"]
         for r in read_metrics(tiny_runs["hubert"] / "metrics.jsonl")

@@ -153,3 +153,60 @@ def test_fit_store_uses_a_fraction_of_files(blobs):
     assert torch.equal(model.centroids, again.centroids)
     capped = fit_store(store, 5, fraction=1.0, max_frames=250)
     assert capped.metadata["num_points"] == "250"
+
+
+def _safetensors(path, header: dict, data: bytes) -> None:
+    """A safetensors file with exactly this header (which may lie) and these bytes."""
+    import json
+    import struct
+
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    """A one-shard store of 3 utterances of 4-dim frames."""
+    from sslspeech.features import StoreWriter
+    from sslspeech.features.store import write_store_meta
+
+    write_store_meta(tmp_path / "store", {"num_shards": 1})
+    with StoreWriter(tmp_path / "store") as writer:
+        for i in range(3):
+            writer.add(f"u{i}", np.ones((5, 4), np.float32) * i)
+    return tmp_path / "store"
+
+
+def test_broken_models_are_refused_by_transcribe(tmp_path, tiny_store, capsys):
+    """A NaN centroid, k=0 and a header without dtype: `transcribe` exits 1 naming the file
+    and the problem (a NaN centroid used to give every frame unit 0 with exit 0)."""
+    from sslspeech.cli import main
+
+    centroids = np.arange(8, dtype=np.float32).reshape(2, 4)
+    nan = centroids.copy()
+    nan[1, 2] = np.nan
+    KMeans(nan).save(tmp_path / "nan.safetensors")
+    KMeans(np.zeros((0, 4), np.float32)).save(tmp_path / "empty.safetensors")
+    entry = {"shape": [2, 4], "data_offsets": [0, 32]}
+    _safetensors(tmp_path / "nodtype.safetensors", {"centroids": entry}, centroids.tobytes())
+    cases = {
+        "nan": "centroids \\[1\\] hold NaN",
+        "empty": "no centroid",
+        "nodtype": "exactly dtype, shape and data_offsets",
+    }
+    for name, message in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        with pytest.raises(DataError, match=message):
+            KMeans.load(path)
+        assert main(["transcribe", str(tiny_store), str(path), str(tmp_path / "u.jsonl")]) == 1
+        assert f"{path}:" in capsys.readouterr().err
+        assert not (tmp_path / "u.jsonl").exists()
+
+
+def test_non_finite_sklearn_centroids_are_refused(blobs, tmp_path):
+    """The same check holds for imported scikit-learn models."""
+    theirs = sklearn_cluster.KMeans(3, n_init=1, random_state=0).fit(blobs)
+    theirs.cluster_centers_[0, 0] = np.inf
+    (tmp_path / "km.pkl").write_bytes(pickle.dumps(theirs))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        KMeans.load(tmp_path / "km.pkl")

@@ -1,5 +1,6 @@
-"""units merge: joins on fileid (any order), halves 100 Hz MFCC units, checks lengths with the
-documented +-1 tolerance, and names the utterance when units are missing or the wrong length."""
+"""units merge: joins on fileid (any order), halves 100 Hz MFCC units or keeps them whole as
+100 Hz labels, checks lengths with the documented +-1 tolerance, and names the utterance when
+units are missing or the wrong length."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from sslspeech.data.manifest import ManifestEntry, read_manifest, write_manifest
-from sslspeech.errors import DataError
+from sslspeech.errors import ConfigError, DataError
 from sslspeech.units import merge
 from sslspeech.units.merge import expected_frames
 
@@ -61,6 +62,29 @@ def test_from_mfcc_takes_every_second_unit(manifest, tmp_path):
     assert not (tmp_path / "bad.csv").exists()
 
 
+def test_100_hz_labels_keep_every_mfcc_unit(manifest, tmp_path):
+    """label_rate=100: MFCC units are written whole (1 + (n - 400) // 160 each); 50 Hz units
+    cannot make 100 Hz labels, and a rate other than 50/100 is refused."""
+    units = [(k, [i % 5 for i in range(mfcc_frames(n))]) for k, n in SAMPLES.items()]
+    path = write_units(tmp_path / "u.jsonl", units)
+    merge(manifest, path, tmp_path / "out.csv", from_mfcc=True, label_rate=100.0)
+    out = {e.fileid: list(e.units) for e in read_manifest(tmp_path / "out.csv")}
+    assert out == dict(units)
+    halves = [(k, v[::2]) for k, v in units]
+    with pytest.raises(DataError, match=r"expected 98 \(100 Hz.*look like 50 Hz units"):
+        merge(
+            manifest,
+            write_units(tmp_path / "h.jsonl", halves),
+            tmp_path / "bad.csv",
+            from_mfcc=True,
+            label_rate=100.0,
+        )
+    with pytest.raises(ConfigError, match="--from-mfcc"):
+        merge(manifest, path, tmp_path / "bad.csv", label_rate=100.0)
+    with pytest.raises(ConfigError, match="50 or 100"):
+        merge(manifest, path, tmp_path / "bad.csv", from_mfcc=True, label_rate=25.0)
+
+
 def test_tolerance(manifest, tmp_path):
     """One frame more or less is accepted; two is an error naming the utterance and counts."""
     off_by_one = [
@@ -107,7 +131,8 @@ def test_relative_paths_stay_valid(tmp_path, monkeypatch):
 
 
 def test_cli(manifest, tmp_path):
-    """`sslspeech units merge ... --from-mfcc` writes the manifest with units."""
+    """`sslspeech units merge ... --from-mfcc [--label-rate 100]` writes the manifest with
+    units (halved, or whole at 100 Hz)."""
     from sslspeech.cli import main
 
     units = [(k, [1] * mfcc_frames(n)) for k, n in SAMPLES.items()]
@@ -115,3 +140,8 @@ def test_cli(manifest, tmp_path):
     out = tmp_path / "labels.tsv"
     assert main(["units", "merge", str(manifest), str(path), str(out), "--from-mfcc"]) == 0
     assert read_manifest(out).has_units
+    args = ["units", "merge", str(manifest), str(path), str(tmp_path / "l100.csv"), "--from-mfcc"]
+    assert main([*args, "--label-rate", "100"]) == 0
+    assert [len(e.units) for e in read_manifest(tmp_path / "l100.csv")] == [
+        mfcc_frames(n) for n in SAMPLES.values()
+    ]

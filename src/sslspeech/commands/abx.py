@@ -1,7 +1,10 @@
 """`sslspeech abx ITEM FEATURES ...`: ABX error rate (fastabx `zerospeech_abx`), one JSON line.
 
 With `--checkpoint C --audio DIR --layer L|all` instead of FEATURES, the layer features of every
-file of the item file are computed in memory and one JSON line is printed per layer.
+file of the item file are computed in memory and one JSON line is printed per layer. With
+`--distance onehot|kl_symmetric`, FEATURES are units (a units JSONL, or a store of ids, one-hot
+rows or posteriorgrams), and a SpidR/DinoSR --checkpoint is scored on its codebook units
+(`--layer all`: every codebook layer).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sslspeech.errors import ConfigError
+from sslspeech.evaluation.abx import DISTANCES
 
 
 def _optional_int(text: str) -> int | None:
@@ -30,7 +34,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "features",
         nargs="?",
         type=Path,
-        help="feature store, fairseq dump or directory of per-file .pt/.npy (T, D) arrays",
+        help="feature store, fairseq dump or directory of per-file .pt/.npy (T, D) arrays; "
+        'for discrete distances also a units JSONL {"fileid", "units"}',
+    )
+    parser.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        default="angular",
+        help="frame distance: angular (features, default), onehot (unit ids -> one-hot -> "
+        "angular), kl_symmetric (posteriorgrams: (KL(p||q) + KL(q||p)) / 2)",
     )
     parser.add_argument(
         "--frequency",
@@ -55,7 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="subsampling seed (default 0)")
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     model = parser.add_argument_group("layers of a model (instead of FEATURES)")
-    model.add_argument("--checkpoint", help="any checkpoint `sslspeech.interop.load_model` reads")
+    model.add_argument("--checkpoint", help="any checkpoint `sslspeech.models.load_model` reads")
     model.add_argument("--audio", type=Path, help="directory of <fileid>.wav (or flac/ogg/mp3)")
     model.add_argument("--layer", default="all", help="1-based layer, comma list, or 'all'")
     model.add_argument(
@@ -84,6 +96,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_size_group": args.max_size_group,
         "max_x_across": args.max_x_across if args.speaker == "across" else None,
         "seed": args.seed,
+        "distance": args.distance,
     }
 
 
@@ -117,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_model(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    from sslspeech.evaluation.codebook_abx import abx_codebook_layers
     from sslspeech.evaluation.layers import abx_layers
 
     if args.features is not None:
@@ -124,16 +138,28 @@ def _run_model(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     if args.audio is None:
         raise ConfigError("--checkpoint needs --audio DIR (the audio of the item file)")
     start = time.perf_counter()
-    results = abx_layers(
-        args.item,
-        args.checkpoint,
-        args.audio,
-        _layers(args.layer),
-        frequency=args.frequency,
-        before_residual=args.before_residual,
-        device=args.device,
-        **settings,
-    )
+    if args.distance == "angular":
+        options = {k: v for k, v in settings.items() if k != "distance"}
+        results = abx_layers(
+            args.item,
+            args.checkpoint,
+            args.audio,
+            _layers(args.layer),
+            frequency=args.frequency,
+            before_residual=args.before_residual,
+            device=args.device,
+            **options,
+        )
+    else:  # codebook units of a SpidR/DinoSR model
+        results = abx_codebook_layers(
+            args.item,
+            args.checkpoint,
+            args.audio,
+            _layers(args.layer),
+            frequency=args.frequency,
+            device=args.device,
+            **settings,
+        )
     elapsed = time.perf_counter() - start
     for layer, result in results.items():
         extra = {"item": str(args.item), "checkpoint": str(args.checkpoint), "layer": layer}

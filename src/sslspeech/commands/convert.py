@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--to",
         choices=("native", "hf"),
         default="native",
-        help="native: config.json + model.safetensors; hf: a transformers HubertModel directory",
+        help="native: config.json + model.safetensors; hf: a transformers directory "
+        "(HubertModel for HuBERT, Data2VecAudioModel for the SpidR/DinoSR student)",
     )
     parser.add_argument(
         "--set",
@@ -49,17 +50,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Load SRC (format detected) and write it to OUT_DIR in the requested format."""
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     model: Any = load_model(args.src, **parse_overrides(args.overrides))
-    if args.to == "native":
-        out = model.save_pretrained(args.out_dir)
-    else:
-        from sslspeech.interop.hf import export_hf
-
-        if model.model_type not in ("hubert", "hubert_pretrain"):
-            raise ConfigError(f"only HuBERT models export to HF; {args.src} is {model.model_type}")
-        out = export_hf(model, args.out_dir)
+    out = model.save_pretrained(args.out_dir) if args.to == "native" else _export_hf(model, args)
     print(
         json.dumps(
             {
@@ -71,3 +65,16 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _export_hf(model: Any, args: argparse.Namespace) -> Any:
+    """HuBERT -> HubertModel; SpidR/DinoSR student -> Data2VecAudioModel (same architecture)."""
+    if model.model_type in ("hubert", "hubert_pretrain"):
+        from sslspeech.interop.hf import export_hf
+
+        return export_hf(model, args.out_dir)
+    if model.model_type in ("spidr", "dinosr"):
+        from sslspeech.interop.hf_data2vec import export_data2vec
+
+        return export_data2vec(model, args.out_dir)
+    raise ConfigError(f"{args.src} is a {model.model_type} model; no HF export for it")

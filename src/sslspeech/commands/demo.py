@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sslspeech.pipeline.recipe import load_recipe
+    from sslspeech.pipeline.recipe import check_training, load_recipe
     from sslspeech.pipeline.report import write_report
     from sslspeech.pipeline.run import run_recipe
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         )
     start = time.perf_counter()
     recipe = load_recipe(args.recipe, args.overrides)
+    check_training(recipe, args.recipe)
     run_dir = args.workdir.absolute()
     print(f"sslspeech demo: running {args.recipe.name} in {run_dir}", flush=True)
     results = run_recipe(recipe, run_dir)

@@ -99,6 +99,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "before the residual add",
     )
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument(
+        "--batch-samples",
+        type=int,
+        default=None,
+        help="padded audio samples per model batch, utterances sorted by length (default: "
+        "60 s of audio on CPU, 200 s on a GPU)",
+    )
     add_sharding_arguments(parser)
 
 
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         before_residual=not args.after_residual,
         dtype=args.dtype,
+        batch_samples=args.batch_samples,
         **job_options(args, out / "slurm", "features"),
     )
     log.info("features in %s", out)

@@ -36,10 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.pipeline_command == "status":
         return _status(args)
-    from sslspeech.pipeline.recipe import load_recipe
+    from sslspeech.pipeline.recipe import check_training, load_recipe
     from sslspeech.pipeline.run import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    check_training(recipe, args.recipe)
     run_dir = args.run_dir.absolute() if args.run_dir else recipe.run_dir
     results = run_recipe(recipe, run_dir, args.executor)
     if args.report:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
+
+from sslspeech.commands.slurm_job import add_slurm_job_arguments, slurm_job_options
 
 OVERRIDE_FLAGS = {
     "workdir": "run.workdir",
@@ -38,27 +39,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--restart", action="store_true", help="delete the run's checkpoints and start over"
     )
     parser.add_argument(
+        "--apply-config-changes",
+        action="store_true",
+        help="resume even though hyper-parameters differ from the checkpoint's: the new values "
+        "apply from its step (a new learning-rate schedule, other masks or batches)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the job; run nothing"
     )
-    slurm = parser.add_argument_group("SLURM (submitit)")
-    slurm.add_argument("--slurm", action="store_true", help="submit a SLURM job instead")
-    slurm.add_argument("-A", "--account", help="account")
-    slurm.add_argument("-N", "--nodes", type=int, default=1, help="nodes")
-    slurm.add_argument("-G", "--gpus-per-node", type=int, default=1, help="GPUs per node")
-    slurm.add_argument("-c", "--cpus-per-task", type=int, help="CPU cores per GPU")
-    slurm.add_argument("-t", "--time", type=int, help="time limit per job, minutes")
-    slurm.add_argument("-C", "--constraint", help="node constraint, e.g. h100")
-    slurm.add_argument("-q", "--qos", help="quality of service")
-    slurm.add_argument("-p", "--partition", help="partition")
-    slurm.add_argument("--mem-per-gpu", help="memory per GPU, e.g. 80G")
-    slurm.add_argument(
-        "--slurm-cluster", default=None, help="submitit cluster (default: detect; local: here)"
-    )
+    add_slurm_job_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from sslspeech.errors import ConfigError
     from sslspeech.training.config import check_paths, load_config
+    from sslspeech.training.distributed import resolve_environment
 
     overrides = list(args.overrides)
     for flag, key in OVERRIDE_FLAGS.items():
@@ -67,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
     check_paths(config)
-    worker = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    worker = resolve_environment("cpu").source == "torchrun"
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1; got {args.nproc}")
     if worker and (args.nproc > 1 or args.slurm or args.restart):
@@ -78,72 +73,72 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config, args)
     workdir = Path(config.run.workdir)
-    if args.restart:
-        from sslspeech.training.trainer import clear_run
-
-        clear_run(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    _prepare_workdir(config, args)
     if args.slurm:
         from sslspeech.launch.slurm import submit_training
 
-        job = submit_training(config, _slurm_options(args))
+        options = slurm_job_options(args)
+        job = submit_training(config, options, apply_config_changes=args.apply_config_changes)
         print(json.dumps({"job_id": str(job.job_id), "workdir": str(workdir)}))
         return 0
     if args.nproc > 1:
-        from sslspeech.launch.local import launch_local
-        from sslspeech.training.config import save_config
+        from sslspeech.launch.local import launch_local, worker_command
 
-        save_config(config, workdir / "config.toml")
-        return launch_local(workdir / "config.toml", args.nproc)
-    return _train_here(config)
+        command = worker_command(workdir / "config.toml")
+        if args.apply_config_changes:
+            command.append("--apply-config-changes")
+        return launch_local(workdir / "config.toml", args.nproc, command=command)
+    return _train_here(config, args.apply_config_changes)
 
 
-def _train_here(config: Any) -> int:
+def _prepare_workdir(config: Any, args: argparse.Namespace) -> None:
+    """`--restart` clears the run, `--nproc` writes the workers' config.toml: both only while
+    no other training holds the run directory."""
+    from sslspeech.training.config import save_config
+    from sslspeech.training.trainer import clear_run, workdir_lock
+
+    workdir = Path(config.run.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (args.restart or args.nproc > 1):
+        return  # a torchrun worker, too: its rank 0 takes the lock in `train`
+    with workdir_lock(workdir):
+        if args.restart:
+            clear_run(workdir)
+        if args.nproc > 1:
+            save_config(config, workdir / "config.toml")
+
+
+def _train_here(config: Any, apply_config_changes: bool) -> int:
     from sslspeech.launch.slurm import requeue_current_job
+    from sslspeech.training.distributed import resolve_environment
+    from sslspeech.training.metrics import json_safe
     from sslspeech.training.trainer import StopFlag, train
 
     stop = StopFlag().install((signal.SIGUSR1, signal.SIGTERM))
     try:
-        summary = train(config, stop=stop)
+        summary = train(config, stop=stop, apply_config_changes=apply_config_changes)
     finally:
         stop.restore()
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary))
+    main_process = resolve_environment("cpu").is_main
+    if main_process:
+        print(json.dumps(json_safe(summary)))
     if summary["status"] == "preempted" and stop.signum is not None:
-        if os.environ.get("RANK", "0") == "0":
+        if main_process:
             requeue_current_job()
         return 128 + stop.signum
     return 0
 
 
-def _slurm_options(args: argparse.Namespace) -> Any:
-    from sslspeech.launch.slurm import SlurmOptions
-
-    return SlurmOptions(
-        account=args.account,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
-        time_minutes=args.time,
-        constraint=args.constraint,
-        qos=args.qos,
-        partition=args.partition,
-        mem_per_gpu=args.mem_per_gpu,
-        cluster=args.slurm_cluster,
-    )
-
-
 def _dry_run(config: Any, args: argparse.Namespace) -> int:
     from sslspeech.launch.local import worker_command
-    from sslspeech.training.config import dump_toml
 
-    print(dump_toml(config))
+    print(config.to_toml())
     workdir = Path(config.run.workdir)
     job: dict[str, Any]
     if args.slurm:
         from sslspeech.launch.slurm import describe_job
 
-        job = {"launcher": "slurm", **describe_job(config, _slurm_options(args))}
+        job = {"launcher": "slurm", **describe_job(config, slurm_job_options(args))}
     elif args.nproc > 1:
         job = {
             "launcher": "local",

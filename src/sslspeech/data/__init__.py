@@ -20,7 +20,6 @@ _LAZY = {
     "AudioDataset": ".dataset",
     "BucketBatchSampler": ".sampler",
     "Collator": ".collate",
-    "conv_frame_lengths": ".collate",
     "compute_mask": ".masking",
     "compute_mask_indices": ".masking",
 }

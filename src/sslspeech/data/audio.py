@@ -83,6 +83,11 @@ def close_archives() -> None:
 
 def read_range(archive: str, offset: int, size: int) -> bytes:
     """The bytes `archive[offset : offset + size]`, read without moving any file position."""
+    if offset < 0 or size < 0:
+        raise DataError(
+            f"{archive}: byte range {offset}+{size} is negative; the manifest is corrupt "
+            "(re-run `sslspeech manifest` on the archive)"
+        )
     fd = _HANDLES.fd(archive)
     chunks: list[bytes] = []
     done = 0
@@ -138,6 +143,40 @@ def _describe(source: AudioSource) -> str:
     return str(source)
 
 
+def _unopenable(path: str) -> DataError | None:
+    """Why soundfile cannot open `path` by name (a file name that is not UTF-8, a missing file,
+    a dangling symlink) instead of libsndfile's "System error."; None when the file is there."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return DataError(
+            f"{path!r}: the file name is not valid UTF-8 (manifests and libsndfile need UTF-8); "
+            "rename it (e.g. `convmv -f latin1 -t utf8 --notest FILE`) and rebuild the manifest"
+        )
+    file = Path(path)
+    if file.is_file():
+        return None
+    link = f" (a symlink to {file.readlink()}, which does not exist)" if file.is_symlink() else ""
+    return DataError(
+        f"{path}: no such audio file{link}; restore it or rebuild the manifest with "
+        "`sslspeech manifest`"
+    )
+
+
+def not_audio(source: AudioSource, error: Exception, what: str) -> DataError:
+    """The error for a source soundfile refused: a missing or misnamed file, bytes of a tar that
+    are not audio (a stale manifest), or what libsndfile said."""
+    reason = getattr(error, "error_string", None) or str(error)
+    if isinstance(source, ManifestEntry) and source.archive is not None:
+        return DataError(
+            f"{source.archive}: the {source.byte_size} bytes at offset {source.byte_offset} "
+            f"(member {source.path}) are not audio ({reason}); the manifest may be stale: "
+            "re-run `sslspeech manifest` on the archive"
+        )
+    path = source.path if isinstance(source, ManifestEntry) else os.fspath(source)
+    return _unopenable(path) or DataError(f"{_describe(source)}: {what} ({reason})")
+
+
 def _open_source(source: AudioSource, whole: bool) -> str | BinaryIO:
     """What soundfile should open: a path, the member's bytes, or a lazy range view."""
     if isinstance(source, ManifestEntry):
@@ -160,7 +199,7 @@ def audio_info(source: AudioSource) -> AudioInfo:
     except DataError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as error:
-        raise DataError(f"{_describe(source)}: unreadable audio header ({error})") from None
+        raise not_audio(source, error, "unreadable audio header") from None
 
 
 def decode(source: AudioSource, *, offset: int = 0, num_frames: int = -1) -> tuple[np.ndarray, int]:
@@ -177,7 +216,7 @@ def decode(source: AudioSource, *, offset: int = 0, num_frames: int = -1) -> tup
     except DataError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as error:
-        raise DataError(f"{_describe(source)}: cannot decode audio ({error})") from None
+        raise not_audio(source, error, "cannot decode audio") from None
 
 
 def load_audio(
@@ -193,10 +232,18 @@ def load_audio(
     """Decode a file, path or manifest entry (tar members by byte range) to mono float32.
 
     A file at another rate or with several channels is a DataError unless `resample` /
-    `downmix` is set. `offset`/`num_frames` read a segment (in the file's own samples).
-    `normalize` standardizes the result to zero mean and unit variance (`standardize`).
+    `downmix` is set, and so is one with NaN/inf samples. `offset`/`num_frames` read a segment
+    (in the file's own samples). `normalize` standardizes the result to zero mean and unit
+    variance (`standardize`).
     """
     audio, rate = decode(source, offset=offset, num_frames=num_frames)
+    finite = np.isfinite(audio)
+    if not finite.all():
+        raise DataError(
+            f"{_describe(source)}: {audio.size - np.count_nonzero(finite)} NaN/inf samples; "
+            "`sslspeech check MANIFEST` lists every such file: fix them or drop them from the "
+            "manifest"
+        )
     if audio.shape[1] != 1:
         if not downmix:
             raise DataError(
@@ -208,8 +255,9 @@ def load_audio(
     if rate != sample_rate:
         if not resample:
             raise DataError(
-                f"{_describe(source)}: sample rate {rate} Hz, expected {sample_rate} Hz "
-                "(pass resample=True, or convert the corpus once with sox/ffmpeg)"
+                f"{_describe(source)}: sample rate {rate} Hz, expected {sample_rate} Hz; "
+                f"convert the corpus to {sample_rate} Hz once (e.g. `sox IN -r {sample_rate} "
+                "OUT`) and rebuild the manifest (Python: load_audio(..., resample=True))"
             )
         wav = resample_audio(torch.from_numpy(wav), rate, sample_rate).numpy()
     if normalize:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from sslspeech.data.audio import SAMPLE_RATE, RangeFile, read_range
-from sslspeech.data.manifest import ManifestEntry, iter_manifest
+from sslspeech.data.audio import SAMPLE_RATE, RangeFile, not_audio, read_range
+from sslspeech.data.manifest import ManifestEntry, iter_manifest, no_entries_error
 from sslspeech.data.parallel import ordered_map
 from sslspeech.errors import DataError
 from sslspeech.utils.fileio import atomic_open
@@ -84,7 +84,7 @@ def check_entry(entry: ManifestEntry, sample_rate: int = SAMPLE_RATE) -> Problem
         problem.add("unreadable", str(error))
         return problem
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as error:
-        problem.add("unreadable", f"cannot decode: {error}")
+        problem.add("unreadable", str(not_audio(entry, error, "cannot decode")))
         return problem
     if frames == 0:
         problem.add("empty", "no samples")
@@ -124,9 +124,13 @@ def check_manifest(
         (entry, sample_rate) for entry in iter_manifest(path)
     )
     results = ordered_map(_check_chunk, jobs, workers=workers, chunk_size=16)
+    checked = 0
     for problem in progress(results, total=total, desc="check", unit="file", quiet=quiet):
+        checked += 1
         if problem is not None:
             yield problem
+    if not checked:
+        raise no_entries_error(path)
 
 
 def write_report(problems: Iterable[Problem], report: str | os.PathLike[str] | None) -> int:

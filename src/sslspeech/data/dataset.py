@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sslspeech.data.audio import SAMPLE_RATE, load_audio, standardize
-from sslspeech.data.manifest import Manifest, read_manifest
+from sslspeech.data.manifest import Manifest, ManifestEntry, read_manifest
 from sslspeech.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """Utterances of a manifest as dicts: waveform, labels (or None), fileid, index, seed.
 
     `labels`: None (audio only), ``"manifest"`` (the manifest's units column), a units JSONL
-    path, or a mapping fileid -> units. Items shorter than `min_samples` (and longer than
-    `max_keep_samples`, when set) are dropped at construction; the count is logged and kept in
-    `num_dropped`. `sizes` are the item lengths after cropping, for the batch sampler.
+    path, or a mapping fileid -> units; with `num_classes`, every unit must be in
+    [0, num_classes) (the model's `model.num_classes`). Items shorter than `min_samples` (and
+    longer than `max_keep_samples`, when set) are dropped at construction; the count is logged
+    and kept in `num_dropped`. `sizes` are the item lengths after cropping, for the batch sampler.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         resample: bool = False,
         downmix: bool = False,
         label_tolerance: float = 0.1,
+        num_classes: int | None = None,
         seed: int = 0,
     ) -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
@@ -120,7 +122,11 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         self.indices, self.num_dropped = self._filter(min_samples, max_keep_samples)
         lengths = self.manifest.num_samples[self.indices]
         self.sizes = np.minimum(lengths, max_samples) if max_samples else lengths
-        self.labels = None if labels is None else self._load_labels(labels, label_tolerance)
+        self.labels: _FlatLabels | None = None
+        if labels is not None:
+            self.labels = self._load_labels(labels, label_tolerance)
+            if num_classes is not None:
+                self._check_classes(self.labels, labels, num_classes)
 
     def _filter(self, min_samples: int, max_keep: int | None) -> tuple[np.ndarray, int]:
         sizes = self.manifest.num_samples
@@ -175,6 +181,27 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
             )
         return flat
 
+    def _check_classes(self, labels: _FlatLabels, source: LabelSource, num_classes: int) -> None:
+        """Refuse a unit outside [0, num_classes), naming the labels, the fileid and the key."""
+        values = np.asarray(labels.values, dtype=np.int64)
+        bad = np.flatnonzero((values < 0) | (values >= num_classes))
+        if not len(bad):
+            return
+        item = int(np.searchsorted(labels.bounds, bad[0], side="right")) - 1
+        name = self.manifest.source or "manifest"
+        if isinstance(source, Mapping):
+            where = f"the labels of {name}"
+        else:
+            where = name if source == "manifest" else str(source)
+        largest = int(values.max())
+        raise DataError(
+            f"{where}: {self.manifest.fileids[self.indices[item]]!r} has unit "
+            f"{int(values[bad[0]])} at position {bad[0] - labels.bounds[item]}, outside "
+            f"[0, {num_classes}) of model.num_classes={num_classes} ({len(bad)} such labels, "
+            f"largest unit {largest}); set model.num_classes={largest + 1} (the k-means k) or "
+            "relabel with the k-means model this run expects"
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Crops (and masks derived from item seeds) change with the epoch."""
         self.epoch = int(epoch)
@@ -191,21 +218,22 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
         spl = self.samples_per_label
         return int(rng.integers(0, excess // spl + 1)) * spl
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item `index` of the current epoch, or of `epoch` for an `(epoch, index)` key (what
+        a sampler running ahead of training hands to DataLoader workers)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         entry = self.manifest[int(self.indices[index])]
-        seed = item_seed(self.seed, self.epoch, index)
-        wav = load_audio(
-            entry, sample_rate=self.sample_rate, resample=self.resample, downmix=self.downmix
-        )
-        if self.normalize:
-            wav = standardize(wav)
+        seed = item_seed(self.seed, epoch, index)
         labels = None if self.labels is None else self.labels[index]
-        if self.max_samples is not None and len(wav) > self.max_samples:
-            start = self._crop_start(len(wav), self.max_samples, np.random.default_rng(seed))
-            wav = wav[start : start + self.max_samples]
+        length = int(entry.num_samples)
+        start, size = 0, length
+        if self.max_samples is not None and length > self.max_samples:
+            start = self._crop_start(length, self.max_samples, np.random.default_rng(seed))
+            size = self.max_samples
             if labels is not None:
                 first = start // self.samples_per_label
-                labels = labels[first : first + round(self.max_samples / self.samples_per_label)]
+                labels = labels[first : first + round(size / self.samples_per_label)]
+        wav = self._decode(entry, start, size)
         return {
             "waveform": torch.from_numpy(np.ascontiguousarray(wav)),
             "labels": None if labels is None else torch.from_numpy(labels.astype(np.int64)),
@@ -213,3 +241,28 @@ class AudioDataset(torch.utils.data.Dataset[dict[str, Any]]):
             "index": index,
             "seed": seed,
         }
+
+    def _decode(self, entry: ManifestEntry, start: int, size: int) -> np.ndarray:
+        """Samples `[start, start + size)` of `entry`. Only that window is decoded, unless the
+        whole file is needed: to resample it, or to standardize it by the statistics of the
+        whole utterance (fairseq's `normalize`)."""
+        if self.resample or self.normalize:
+            wav = load_audio(
+                entry, sample_rate=self.sample_rate, resample=self.resample, downmix=self.downmix
+            )
+            wav = standardize(wav) if self.normalize else wav
+            return wav[start : start + size]
+        wav = load_audio(
+            entry,
+            sample_rate=self.sample_rate,
+            downmix=self.downmix,
+            offset=start,
+            num_frames=size,
+        )
+        if len(wav) != size:
+            raise DataError(
+                f"{self.manifest.source or 'manifest'}: {entry.fileid!r} lists "
+                f"{entry.num_samples} samples but decoding [{start}, {start + size}) gave "
+                f"{len(wav)}; the manifest is stale: rebuild it with `sslspeech manifest`"
+            )
+        return wav

@@ -70,7 +70,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if by_extension:
         return by_extension
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:
             first = handle.readline().strip()
     except OSError as error:
         raise DataError(f"{path}: cannot read manifest ({error})") from None
@@ -130,6 +130,11 @@ def _entry_from_record(record: dict[str, Any], base: str, name: str, line: int) 
                 raise DataError(f"{where}: an archive member needs {key}")
         offset = _parse_int(record["byte_offset"], where, "byte_offset")
         size = _parse_int(record["byte_size"], where, "byte_size")
+        if offset < 0 or size < 0:
+            raise DataError(
+                f"{where}: byte_offset and byte_size must be >= 0, got {offset} and {size}; "
+                "re-run `sslspeech manifest` on the archive"
+            )
         archive = _resolve(base, str(archive))
         path = str(record["path"])
     else:
@@ -233,7 +238,7 @@ def iter_manifest(
     name, base = str(path), str(path.parent)
     seen: set[str] = set()
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:  # a BOM is skipped
             if fmt == "csv":
                 entries = _iter_csv(handle, name, base)
             elif fmt == "tsv":
@@ -414,6 +419,21 @@ class Manifest(Sequence[ManifestEntry]):
 def read_manifest(path: str | os.PathLike[str], format: str | None = None) -> Manifest:
     """Read a CSV, fairseq TSV or JSONL manifest (format detected unless given)."""
     return Manifest(iter_manifest(path, format, check_duplicates=False), source=str(path))
+
+
+def require_entries(manifest: Manifest) -> Manifest:
+    """`manifest`, or a DataError when it lists no utterance (a 0-byte or header-only file)."""
+    if not len(manifest):
+        raise no_entries_error(manifest.source or "manifest")
+    return manifest
+
+
+def no_entries_error(source: str | os.PathLike[str]) -> DataError:
+    """The error for a manifest without entries."""
+    return DataError(
+        f"{source}: the manifest lists no utterances (an empty file or a header only); make "
+        "one with `sslspeech manifest AUDIO_DIR_OR_TAR OUT.csv`"
+    )
 
 
 def _csv_line(values: Sequence[object]) -> str:

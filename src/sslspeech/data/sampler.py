@@ -13,8 +13,9 @@ Each epoch, on every rank alike (same seed, same sizes):
 
 `state_dict()` holds ``(epoch, position)``; after `load_state_dict` the next iteration of that
 epoch yields exactly the batches from `position` on. With a DataLoader that prefetches
-(``num_workers > 0``), the sampler runs ahead of training: pass the number of batches the
-trainer actually consumed as ``state_dict(position=...)``.
+(``num_workers > 0``), the sampler runs ahead of training, over an epoch's end too: pass the
+epoch and the number of batches the trainer actually consumed as
+``state_dict(epoch=..., position=...)``.
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             self._position = position + 1
             yield batches[position].tolist()
 
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        """Epoch and position (batches of this epoch already handed out, or `position`)."""
+    def state_dict(self, epoch: int | None = None, position: int | None = None) -> dict[str, Any]:
+        """Epoch and position (batches of this epoch already handed out), or the `epoch` and
+        `position` training reached when the sampler runs ahead of it."""
         return {
-            "epoch": self.epoch,
+            "epoch": self.epoch if epoch is None else int(epoch),
             "position": self._position if position is None else int(position),
             "seed": self.seed,
             "world_size": self.world_size,

@@ -35,7 +35,8 @@ _COMPRESSED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz
 
 @dataclass
 class ScanReport:
-    """What `create_manifest` did: entries written, files skipped for unreadable headers."""
+    """What `create_manifest` did: entries written, files skipped (unreadable header, missing
+    file, non-UTF-8 name)."""
 
     written: int = 0
     unreadable: int = 0
@@ -76,6 +77,11 @@ def walk_audio(root: Path, extensions: tuple[str, ...]) -> Iterator[tuple[str, s
                     stem = _strip_extension(entry.name, extensions)
                     if stem is not None:
                         keyed.append((stem, False, entry.path))
+                elif entry.is_symlink():
+                    target = Path(entry.path).readlink()
+                    log.warning(
+                        "skipped: %s is a symlink to %s, which does not exist", entry.path, target
+                    )
         keyed.sort()
         for key, is_dir, path in keyed:
             if is_dir:
@@ -219,7 +225,8 @@ def create_manifest(
     write_manifest(entries, output, fmt, root=tsv_root)
     if report.unreadable:
         log.warning(
-            "%d files skipped because their header could not be read (see warnings above)",
+            "%d files skipped (unreadable header, missing file or non-UTF-8 name; see the "
+            "warnings above)",
             report.unreadable,
         )
     if report.written == 0:

@@ -4,6 +4,12 @@ Pipeline: item file -> token frames (fastabx slicing) -> cells (A, B, X lists of
 optional subsampling (polars' seeded shuffle, bit for bit) -> DTW of every distinct token pair
 in length-bucketed batches -> per-cell error -> hierarchical means. The full definition is in
 ../shared/fixtures/abx/synthetic_phones/README.md.
+
+Distances (`distance=`): "angular" on continuous features (the default); for discrete units
+"onehot" (unit ids -> one-hot frames -> angular: 0 for equal units, 1/2 otherwise) and
+"kl_symmetric" on posteriorgrams (frames of codeword probabilities, e.g. SpidR/DinoSR codebook
+predictions): (KL(p||q) + KL(q||p)) / 2, fastabx's "kl_symmetric", as ZeroSpeech scores
+posteriorgrams with KL.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ log = logging.getLogger(__name__)
 
 Speaker = Literal["within", "across"]
 Context = Literal["within", "any"]
+Distance = Literal["angular", "onehot", "kl_symmetric"]
+DISTANCES = ("angular", "onehot", "kl_symmetric")
+PROBABILITY_TOLERANCE = 1e-2  # |row sum - 1| allowed in posteriorgrams (float16 stores)
 FeatureSource = str | os.PathLike[str] | Mapping[str, Any]
 MIN_A = 2  # a within-speaker cell needs two A tokens (X is another A)
 
@@ -72,7 +81,14 @@ class PairTable:
         n = len(tokens.lengths)
         new = keys[(keys // n != keys % n) & ~np.isin(keys, self.keys)]
         if self._values is None or len(new):
-            computed = pair_dtw(tokens.frames, tokens.starts, tokens.lengths, new // n, new % n)
+            computed = pair_dtw(
+                tokens.frames,
+                tokens.starts,
+                tokens.lengths,
+                new // n,
+                new % n,
+                distance=tokens.distance,
+            )
             self._add(new, computed)
         assert self._values is not None
         cost, low, high = self._values
@@ -110,12 +126,14 @@ class TokenFrames:
     """Frames of every item token: token t is frames[starts[t] : starts[t] + lengths[t]].
 
     `pairs` keeps the DTW of every token pair scored so far, so that scoring other cells on the
-    same tokens (e.g. subsampled after deterministic) only computes the new pairs.
+    same tokens (e.g. subsampled after deterministic) only computes the new pairs. `distance`
+    is the DTW frame distance ("angular": frames normalised; "kl_symmetric": probabilities).
     """
 
     frames: Tensor
     starts: np.ndarray
     lengths: np.ndarray
+    distance: str = "angular"
     pairs: PairTable = field(default_factory=PairTable, repr=False, compare=False)
 
 
@@ -140,12 +158,15 @@ def abx(
     max_x_across: int | None = 5,
     seed: int = 0,
     device: str | torch.device | None = None,
+    distance: Distance = "angular",
 ) -> float:
     """ABX error rate (0 best, 0.5 chance) of `features` on the tokens of an item file.
 
-    `features`: a path readable by `sslspeech.features.open_store` or a mapping fileid ->
-    (T, D) array/tensor at `frequency` Hz. `max_size_group` / `max_x_across` = None disable
-    the ZeroSpeech subsampling; with them, the same seed keeps the same tokens as fastabx.
+    `features`: a path readable by `sslspeech.features.open_store`, a units JSONL (`.jsonl`,
+    `{"fileid", "units"}`), or a mapping fileid -> (T, D) array/tensor at `frequency` Hz
+    (units: (T,) or (T, 1) ids or (T, V) one-hot). `max_size_group` / `max_x_across` = None
+    disable the ZeroSpeech subsampling; with them, the same seed keeps the same tokens as
+    fastabx. `distance`: see the module docstring.
     """
     return abx_result(
         item,
@@ -157,6 +178,7 @@ def abx(
         max_x_across=max_x_across,
         seed=seed,
         device=device,
+        distance=distance,
     ).score
 
 
@@ -171,11 +193,12 @@ def abx_result(
     max_x_across: int | None = 5,
     seed: int = 0,
     device: str | torch.device | None = None,
+    distance: Distance = "angular",
 ) -> AbxResult:
     """`abx` with the number of cells and triplets and every cell's error."""
     _check_settings(speaker, context, max_size_group, max_x_across, seed)
     items = item if isinstance(item, Items) else read_items(item)
-    tokens = token_frames(items, features, frequency, device=device)
+    tokens = token_frames(items, features, frequency, device=device, distance=distance)
     cells = build_cells(items, speaker=speaker, context=context)
     cells = subsample_cells(cells, max_size_group, max_x_across, seed)
     result = score_cells(cells, tokens, context=context)
@@ -204,6 +227,17 @@ def _check_settings(
 def _open_features(features: FeatureSource) -> Mapping[str, Any]:
     if isinstance(features, Mapping):
         return features
+    if Path(features).suffix == ".km":
+        raise DataError(
+            f"{features}: .km lines have no fileids; ABX needs a units JSONL "
+            '{"fileid", "units"} (transcribe without --km)'
+        )
+    if Path(features).suffix == ".jsonl":
+        from sslspeech.evaluation.quality import read_units
+
+        return {
+            key: np.asarray(units, dtype=np.int64) for key, units in read_units(features).items()
+        }
     from sslspeech.features import open_store
 
     return open_store(features)
@@ -215,8 +249,13 @@ def token_frames(
     frequency: int | float | str | Decimal,
     *,
     device: str | torch.device | None = None,
+    distance: Distance = "angular",
 ) -> TokenFrames:
-    """Slice every token's frames (fastabx rule), L2-normalise them, and put them on `device`."""
+    """Slice every token's frames (fastabx rule), prepare them for `distance` (angular:
+    L2-normalised; onehot: unit ids -> one-hot, then normalised; kl_symmetric: probability
+    rows, checked) and put them on `device`."""
+    if distance not in DISTANCES:
+        raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
     store = _open_features(features)
     starts, ends = frame_bounds(items.onsets, items.offsets, frequency)
     empty = np.flatnonzero(ends <= starts)
@@ -240,13 +279,17 @@ def token_frames(
         )
     pieces: list[Tensor] = [torch.empty(0)] * len(items)
     for fileid, rows in by_file.items():
-        array = _as_float_tensor(store[fileid])
-        _check_file_features(array, fileid, rows, starts, ends)
+        array = _file_frames(store[fileid], fileid, distance)
+        _check_file_bounds(array, fileid, rows, starts, ends)
         for row in rows:
             pieces[row] = array[starts[row] : ends[row]].clone()  # frees the file's array
     lengths = (ends - starts).astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     frames = torch.cat(pieces).to(torch.device(device) if device is not None else "cpu")
+    if distance == "kl_symmetric":
+        return TokenFrames(frames, offsets, lengths, "kl_symmetric")
+    if distance == "onehot":
+        frames = torch.nn.functional.one_hot(frames, int(frames.max()) + 1).float()
     return TokenFrames(normalize_frames(frames), offsets, lengths)
 
 
@@ -256,13 +299,56 @@ def _as_float_tensor(value: Any) -> Tensor:
     return torch.tensor(np.asarray(value), dtype=torch.float32)  # a copy: stores are read-only
 
 
-def _check_file_features(
-    array: Tensor, fileid: str, rows: list[int], starts: np.ndarray, ends: np.ndarray
-) -> None:
+def _file_frames(value: Any, fileid: str, distance: str) -> Tensor:
+    """One file's frames, checked: float [frame, dim], or int64 unit ids [frame] (onehot)."""
+    array = _as_float_tensor(value)
+    if array.ndim == 1 and distance == "onehot":
+        array = array[:, None]
+    if array.ndim == 1 and distance == "kl_symmetric":
+        raise DataError(
+            f"features of {fileid}: unit ids {tuple(array.shape)}, but kl_symmetric scores "
+            "posteriorgrams (frames, codewords); use the onehot distance for unit ids"
+        )
     if array.ndim != 2:
         raise DataError(f"features of {fileid}: expected (frames, dim), found {tuple(array.shape)}")
     if not torch.isfinite(array).all():
         raise DataError(f"features of {fileid}: non-finite values")
+    if distance == "onehot":
+        return _unit_ids(array, fileid)
+    if distance == "kl_symmetric":
+        sums = array.sum(1)
+        bad = ((sums - 1).abs() > PROBABILITY_TOLERANCE) | (array < 0).any(1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise DataError(
+                f"features of {fileid}: kl_symmetric needs posteriorgrams (non-negative rows "
+                f"summing to 1); frame {row} sums to {float(sums[row]):.4g} with minimum "
+                f"{float(array[row].min()):.4g}. Give codeword probabilities, not logits"
+            )
+    return array
+
+
+def _unit_ids(array: Tensor, fileid: str) -> Tensor:
+    """[frame] int64 units of [frame, 1] ids or [frame, V] one-hot rows."""
+    if array.shape[1] > 1:
+        onehot = ((array == 0) | (array == 1)).all(1) & (array.sum(1) == 1)
+        if not bool(onehot.all()):
+            row = int((~onehot).nonzero()[0, 0])
+            raise DataError(
+                f"units of {fileid}: frame {row} of the ({array.shape[0]}, {array.shape[1]}) "
+                "array is not one-hot; onehot takes unit ids (frames,) / (frames, 1) or one-hot "
+                "rows (use kl_symmetric for probabilities, angular for features)"
+            )
+        return array.argmax(1)
+    ids = array[:, 0]
+    if bool(((ids < 0) | (ids != ids.round())).any()):
+        raise DataError(f"units of {fileid}: unit ids must be non-negative integers")
+    return ids.long()
+
+
+def _check_file_bounds(
+    array: Tensor, fileid: str, rows: list[int], starts: np.ndarray, ends: np.ndarray
+) -> None:
     for row in rows:
         if starts[row] < 0 or ends[row] > array.size(0):
             raise DataError(

@@ -1,14 +1,17 @@
-"""Angular frame distance and batched DTW with fastabx's path-length normalisation, in torch."""
+"""Frame distances (angular; symmetric KL for posteriorgrams) and batched DTW with fastabx's
+path-length normalisation, in torch."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 SINGULARITY_EPS = 1e-12
+KL_EPS = 1e-6  # fastabx's kl_symmetric: log(p + 1e-6)
 DENSE_FACTOR = 4  # all row x column tokens at most this many times the pairs: one matmul
 
 
@@ -30,10 +33,35 @@ def normalize_frames(frames: Tensor) -> Tensor:
 def angular_distance(x: Tensor, y: Tensor) -> Tensor:
     """Angular distance `arccos(clamp(u . v, -1, 1)) / pi` (in [0, 1]) of normalised frames.
 
-    [pair, n, dim] x [pair, m, dim] -> [pair, n, m].
+    [..., n, dim] x [..., m, dim] -> [..., n, m].
     """
-    dots = torch.bmm(x, y.transpose(1, 2))
+    dots = x @ y.mT
     return dots.clamp_(-1, 1).acos_().div_(math.pi)
+
+
+def kl_symmetric_distance(p: Tensor, q: Tensor) -> Tensor:
+    """Symmetric KL divergence (KL(p||q) + KL(q||p)) / 2 of probability frames, in nats, with
+    log(x + 1e-6), as fastabx's "kl_symmetric" (ZeroSpeech's distance for posteriorgrams).
+
+    [..., n, dim] x [..., m, dim] -> [..., n, m]. Each row's log is centred first: the same
+    value for distributions (rows summing to 1), with less float32 cancellation.
+    """
+    log_p, log_q = (p + KL_EPS).log(), (q + KL_EPS).log()
+    log_p = log_p - log_p.mean(-1, keepdim=True)
+    log_q = log_q - log_q.mean(-1, keepdim=True)
+    self_p = (p * log_p).sum(-1, keepdim=True)
+    self_q = (q * log_q).sum(-1).unsqueeze(-2)
+    cross = p @ log_q.mT + log_p @ q.mT
+    return 0.5 * (self_p + self_q - cross)
+
+
+FrameDistance = Callable[[Tensor, Tensor], Tensor]
+
+#: Frame distances of `pair_dtw`, by name.
+FRAME_DISTANCES: dict[str, FrameDistance] = {
+    "angular": angular_distance,
+    "kl_symmetric": kl_symmetric_distance,
+}
 
 
 def _diagonal_index(rows: int, cols: int, device: torch.device) -> Tensor:
@@ -151,10 +179,12 @@ def pair_dtw(
     *,
     budget: int | None = None,
     dense_factor: float = DENSE_FACTOR,
+    distance: str = "angular",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """DTW distances of token pairs, both orientations at once.
 
-    frames: [frame, dim] normalised features of all tokens (token t = frames[starts[t]:
+    frames: [frame, dim] features of all tokens (normalised for "angular", probabilities for
+    "kl_symmetric": the `distance`, a key of FRAME_DISTANCES) (token t = frames[starts[t]:
     starts[t] + lengths[t]]); first/second: token ids of each pair. Returns, per pair, the
     final DTW cost, the path length with `first` as rows and the one with `second` as rows
     (float32 costs / int32 lengths, on the device of `frames`). `budget` bounds the number of
@@ -163,6 +193,7 @@ def pair_dtw(
     frame distances from one matmul; sparser chunks copy each pair's frames.
     """
     device, dim = frames.device, frames.size(1)
+    frame_distance = FRAME_DISTANCES[distance]
     if budget is None:
         budget = 1 << 24 if device.type == "cpu" else 1 << 27
     n = len(first)
@@ -183,12 +214,14 @@ def pair_dtw(
         if len(rows_u) * len(cols_u) <= dense_factor * len(chunk):
             order = np.lexsort((cols_inv, rows_inv))  # neighbouring pairs read neighbouring cells
             chunk, rows_inv, cols_inv = chunk[order], rows_inv[order], cols_inv[order]
-            skewed = _skewed_dense(frames, starts, lengths, rows_u, rows_inv, cols_u, cols_inv)
+            skewed = _skewed_dense(
+                frames, starts, lengths, (rows_u, rows_inv), (cols_u, cols_inv), frame_distance
+            )
         else:
             R, C = int(row_len[chunk].max()), int(col_len[chunk].max())
             x = _gather_tokens(frames, starts_t, row_tok[chunk], row_len[chunk], R)
             y = _gather_tokens(frames, starts_t, col_tok[chunk], col_len[chunk], C)
-            skewed = skew(angular_distance(x, y))
+            skewed = skew(frame_distance(x, y))
         cols_t = torch.as_tensor(col_len[chunk], device=device)
         cost, path, path_t = dtw_skewed(skewed, cols_t)
         where = torch.as_tensor(chunk, device=device)
@@ -203,10 +236,9 @@ def _skewed_dense(
     frames: Tensor,
     starts: np.ndarray,
     lengths: np.ndarray,
-    rows_u: np.ndarray,
-    rows_inv: np.ndarray,
-    cols_u: np.ndarray,
-    cols_inv: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
+    cols: tuple[np.ndarray, np.ndarray],
+    frame_distance: FrameDistance,
 ) -> Tensor:
     """Skewed lattices [K, R, pair] of pairs (rows_u[rows_inv], cols_u[cols_inv]), read from
     the frame distances of all row tokens x all column tokens (one matmul, no per-pair copy
@@ -215,6 +247,7 @@ def _skewed_dense(
     In the table, each column token is preceded by R - 1 +inf columns and each row ends with C
     of them, so cell (i, j) of a pair is at a fixed offset + (i + j) * 1 + i * (width - 1):
     j < 0 lands on +inf, j past the token's end on +inf or on frames nobody reads."""
+    (rows_u, rows_inv), (cols_u, cols_inv) = rows, cols
     device = frames.device
     R = int(lengths[rows_u[0]])
     col_lengths = lengths[cols_u]
@@ -232,7 +265,7 @@ def _skewed_dense(
     x = frames.index_select(0, torch.as_tensor(row_frames, device=device))
     y = frames.index_select(0, torch.as_tensor(col_frames, device=device))
     table = frames.new_full((len(row_frames), width), math.inf)
-    distances = (x @ y.T).clamp_(-1, 1).acos_().div_(math.pi)
+    distances = frame_distance(x, y)
     table.index_copy_(1, torch.as_tensor(table_cols, device=device), distances)
     # cell (i, j = k - i) of pair b: row rows_inv[b] * R + i, column gap + R - 1 + k - i
     i = torch.arange(R, device=device).view(-1, 1)

@@ -43,7 +43,6 @@ def find_audio(directory: str | os.PathLike[str], fileids: Sequence[str]) -> dic
     return {fileid: found[fileid] for fileid in dict.fromkeys(fileids)}
 
 
-@torch.inference_mode()
 def layer_features(
     model: Any,
     audio: dict[str, Path],
@@ -51,29 +50,36 @@ def layer_features(
     *,
     before_residual: bool = True,
     device: str | torch.device | None = None,
+    batch_samples: int | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """layer -> fileid -> (T, D) float32 features, one forward pass per file (1-based layers).
+    """layer -> fileid -> (T, D) float32 features (1-based layers), the files in length-sorted
+    batches of `batch_samples` padded samples (`sslspeech.features.batching`).
 
     The waveform is standardized first when the checkpoint says so (`config.normalize_input`).
     `model` is put in eval mode and given the CPU inference fast paths (in place).
     """
     from sslspeech.data.audio import load_audio, standardize
+    from sslspeech.features.batching import batched_layers
     from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = optimize_for_cpu_inference(model.to(device).eval())
-    deepest = max(layers)
-    out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
-    for fileid, path in audio.items():
-        wav = torch.from_numpy(load_audio(path)).to(device)
-        if model.config.normalize_input:
-            wav = standardize(wav)
-        outputs = model.get_intermediate_outputs(
-            wav[None], num_layers=deepest, before_residual=before_residual
-        )
-        for layer in layers:
-            out[layer][fileid] = outputs[layer - 1][0].float().cpu().numpy()
-    return out
+    fileids = list(audio)
+    waveforms = [torch.from_numpy(load_audio(path)) for path in audio.values()]
+    if model.config.normalize_input:
+        waveforms = [standardize(wav) for wav in waveforms]
+    arrays: dict[int, list[np.ndarray]] = {layer: [np.empty(0)] * len(fileids) for layer in layers}
+    for index, outputs in batched_layers(
+        model,
+        waveforms,
+        layers,
+        before_residual=before_residual,
+        batch_samples=batch_samples,
+        device=device,
+    ):
+        for layer, features in zip(layers, outputs, strict=True):
+            arrays[layer][index] = features.float().cpu().numpy()
+    return {layer: dict(zip(fileids, found, strict=True)) for layer, found in arrays.items()}
 
 
 def abx_layers(
@@ -90,12 +96,14 @@ def abx_layers(
     seed: int = 0,
     before_residual: bool = True,
     device: str | torch.device | None = None,
+    batch_samples: int | None = None,
 ) -> dict[int, AbxResult]:
     """ABX of the given layers (default: all) of a checkpoint on an item file's audio.
 
-    `frequency` defaults to the model's frame rate (50 Hz for the HuBERT conv stack).
+    `frequency` defaults to the model's frame rate (50 Hz for the HuBERT conv stack); the
+    layers are computed in batches of `batch_samples` padded samples (see `layer_features`).
     """
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     items = item if isinstance(item, Items) else read_items(item)
     model: Any = load_model(checkpoint)
@@ -106,7 +114,14 @@ def abx_layers(
         raise ConfigError(f"{checkpoint} has layers 1..{num_layers}; got {bad} (1-based)")
     rate = model_frame_rate(model) if frequency is None else frequency
     audio = find_audio(audio_dir, items.fileids)
-    features = layer_features(model, audio, layers, before_residual=before_residual, device=device)
+    features = layer_features(
+        model,
+        audio,
+        layers,
+        before_residual=before_residual,
+        device=device,
+        batch_samples=batch_samples,
+    )
     return {
         layer: abx_result(
             items,

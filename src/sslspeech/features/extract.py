@@ -14,8 +14,8 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslspeech.errors import ConfigError
+from sslspeech.errors import ConfigError, SSLSpeechError
+from sslspeech.features.batching import batched_layers, default_batch_samples
 from sslspeech.features.store import (
     DTYPES,
     StoreWriter,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MFCC_FRAME_RATE = 100.0
 KINDS = ("mfcc", "model")
+WINDOW_BATCHES = 8  # batches' worth of audio loaded at once: sorting by length needs a choice
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,21 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 class Featurizer:
-    """Callable mono 16 kHz waveform (N,) -> (T, D) float32 features."""
+    """Callable mono 16 kHz waveform (N,) -> (T, D) float32 features; `batch` for many."""
 
-    def __init__(self, spec: FeatureSpec, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        device: str | torch.device = "cpu",
+        batch_samples: int | None = None,
+    ) -> None:
         self.spec = spec
         self.device = torch.device(device)
+        self.batch_samples = batch_samples
         self.model: Any = None
         self.normalize = False
         if spec.kind == "model":
-            from sslspeech.interop import load_model
+            from sslspeech.models import load_model
             from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
             assert spec.checkpoint is not None and spec.layer is not None
@@ -117,30 +125,39 @@ class Featurizer:
             info.update(model_type=self.model.model_type, normalize_input=self.normalize)
         return info
 
-    @torch.inference_mode()
     def __call__(self, wav: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
+        return self.batch([wav])[0]
+
+    @torch.inference_mode()
+    def batch(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The (T, D) float32 features of each waveform: MFCC one by one, model layers in
+        length-sorted batches of at most `batch_samples` padded samples."""
+        tensors = [torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)) for w in wavs]
         if self.model is None:
             from sslspeech.features.mfcc import mfcc
 
-            return mfcc(x).cpu().numpy()
-        if int(self.model.frame_lengths(torch.tensor([x.shape[0]]))[0]) == 0:
-            return np.zeros((0, self.model.config.embed_dim), np.float32)  # shorter than a frame
+            return [mfcc(x.to(self.device)).cpu().numpy() for x in tensors]
         if self.normalize:
             from sslspeech.data.audio import standardize
 
-            x = standardize(x)
-        layer = int(self.spec.layer or 0)
-        outputs = self.model.get_intermediate_outputs(
-            x[None], num_layers=layer, before_residual=self.spec.before_residual
-        )
-        return outputs[layer - 1][0].float().cpu().numpy()
+            tensors = [standardize(x) for x in tensors]
+        results: list[np.ndarray] = [np.empty(0)] * len(tensors)
+        for index, (features,) in batched_layers(
+            self.model,
+            tensors,
+            [int(self.spec.layer or 0)],
+            before_residual=self.spec.before_residual,
+            batch_samples=self.batch_samples,
+            device=self.device,
+        ):
+            results[index] = features.float().cpu().numpy()
+        return results
 
 
 def _entries(manifest: str | os.PathLike[str]) -> Sequence[Any]:
-    from sslspeech.data.manifest import read_manifest
+    from sslspeech.data.manifest import read_manifest, require_entries
 
-    return read_manifest(manifest)
+    return require_entries(read_manifest(manifest))
 
 
 def store_meta(
@@ -170,12 +187,15 @@ def extract_shard(
     shard: int = 0,
     num_shards: int = 1,
     device: str | torch.device = "cpu",
+    batch_samples: int | None = None,
     quiet: bool = False,
     on_utterance: Callable[[int], None] | None = None,
 ) -> bool:
     """Write shard `shard` of `num_shards` unless it is complete; True when it was written.
 
-    `on_utterance(i)` is called after each utterance (tests use it to simulate a crash).
+    Utterances are written in manifest order, computed in windows of `WINDOW_BATCHES` batches
+    of `batch_samples` (see `batched_layers`). `on_utterance(i)` is called after each utterance
+    is written (tests use it to simulate a crash).
     """
     from sslspeech.data.audio import load_audio
 
@@ -188,17 +208,40 @@ def extract_shard(
         return False
     for stale in out.glob(f".{shard_name(shard, num_shards)}.*.tmp"):
         stale.unlink(missing_ok=True)  # left by a killed writer of this shard
-    featurizer = Featurizer(spec, device)
+    featurizer = Featurizer(spec, device, batch_samples)
     write_store_meta(out, {**meta, **featurizer.describe()})
     start, end = shard_range(len(entries), num_shards, shard)
-    desc = f"features {shard_name(shard, num_shards)}"
+    rows = progress(
+        range(start, end),
+        total=end - start,
+        desc=f"features {shard_name(shard, num_shards)}",
+        quiet=quiet,
+    )
+    budget = default_batch_samples(device) if batch_samples is None else batch_samples
+    window = WINDOW_BATCHES * budget
     with StoreWriter(out, shard, num_shards, dtype=spec.dtype) as writer:
-        for i in progress(range(start, end), total=end - start, desc=desc, quiet=quiet):
-            entry = entries[i]
-            writer.add(entry.fileid, featurizer(load_audio(entry)))
-            if on_utterance is not None:
-                on_utterance(i)
+        for indices in _windows(rows, entries, window):
+            arrays = featurizer.batch([load_audio(entries[i]) for i in indices])
+            for i, features in zip(indices, arrays, strict=True):
+                writer.add(entries[i].fileid, features)
+                if on_utterance is not None:
+                    on_utterance(i)
     return True
+
+
+def _windows(rows: Iterable[int], entries: Sequence[Any], samples: int) -> Iterator[list[int]]:
+    """Consecutive rows in runs of about `samples` audio samples (by the manifest's lengths):
+    what is in memory at once."""
+    window: list[int] = []
+    total = 0
+    for row in rows:
+        window.append(row)
+        total += int(entries[row].num_samples)
+        if total >= samples:
+            yield window
+            window, total = [], 0
+    if window:
+        yield window
 
 
 def run_shards(
@@ -208,28 +251,61 @@ def run_shards(
     executor: Any = None,
     threads: int | None = None,
 ) -> list[Any]:
-    """Run `job(*args)` for every shard: in this process, a spawn process pool, or a submitit
-    executor (one array job per shard; anything with `map_array`).
+    """Run `job(*args)` for every shard: in this process, in spawn processes of their own
+    (`workers` at a time), or as a submitit executor's job array (anything with `map_array`).
 
-    Pool workers and array jobs set their torch threads to `threads` (pool default: cores /
-    workers): many processes each spinning up all cores' threads slow each other down.
+    Processes and array jobs set their torch threads to `threads` (local default: cores /
+    workers): many processes each spinning up all cores' threads slow each other down. Shards
+    are independent: one that raises or dies (killed, out of memory) does not stop the others;
+    once all have ended, `ShardsFailedError` names the failed ones.
     """
     if not shard_args:
         return []
+    call = functools.partial(_with_threads, job, threads)
     if executor is not None:
-        call = functools.partial(_with_threads, job, threads)
         jobs = executor.map_array(call, shard_args)
-        return [j.result() for j in jobs]
+        return _gather([job.result for job in jobs])
     if workers <= 1 or len(shard_args) == 1:
-        return [job(*args) for args in shard_args]
+        return _gather([functools.partial(job, *args) for args in shard_args])
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    call = functools.partial(_with_threads, job, threads)
+    with ThreadPoolExecutor(min(workers, len(shard_args))) as pool:
+        futures = [pool.submit(_in_own_process, call, args) for args in shard_args]
+        return _gather([future.result for future in futures])
+
+
+class ShardsFailedError(SSLSpeechError):
+    """Some shards of a job failed; the complete ones are kept, so a rerun redoes the rest."""
+
+
+def _gather(results: list[Callable[[], Any]]) -> list[Any]:
+    """Every result, waiting for all of them; then ShardsFailedError if any raised."""
+    values, failures = [], []
+    for index, result in enumerate(results):
+        try:
+            values.append(result())
+        except Exception as error:  # reported below, once the other shards have ended
+            log.error("shard job %d of %d failed: %r", index, len(results), error)
+            failures.append((index, error))
+    if failures:
+        first, cause = failures[0]
+        raise ShardsFailedError(
+            f"{len(failures)} of {len(results)} shard jobs failed (jobs "
+            f"{', '.join(str(i) for i, _ in failures)}; job {first}: {cause!r}); complete "
+            "shards are kept: rerun to redo only the failed ones"
+        ) from cause
+    return values
+
+
+def _in_own_process(call: Callable[[tuple[Any, ...]], Any], args: tuple[Any, ...]) -> Any:
+    """`call(args)` in a spawn process of its own: its death breaks no other shard's pool."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(shard_args)), mp_context=context) as pool:
-        return list(pool.map(functools.partial(_with_threads, job, threads), shard_args))
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(call, args).result()
 
 
 def _with_threads(job: Callable[..., Any], threads: int | None, args: tuple[Any, ...]) -> Any:
-    """Run one shard in a process of its own (pool worker or array job)."""
+    """Run one shard in a process of its own (local process or array job)."""
     if threads:
         torch.set_num_threads(threads)
     return job(*args)
@@ -250,13 +326,15 @@ def extract_features(
     executor: Any = None,
     threads: int | None = None,
     device: str | torch.device = "cpu",
+    batch_samples: int | None = None,
     quiet: bool = False,
 ) -> Path:
     """Extract features of every utterance of `manifest` into the store `out_dir`.
 
     `shard` given: only that shard of `num_shards` (one job of an array). Otherwise every
     incomplete shard, with `workers` local processes or a submitit `executor` (whose jobs use
-    `threads` torch threads each).
+    `threads` torch threads each). Model layers run in batches of `batch_samples` padded
+    samples (default: `default_batch_samples(device)`).
     """
     spec = FeatureSpec(
         kind=kind,
@@ -268,11 +346,15 @@ def extract_features(
     out = Path(out_dir)
     if num_shards < 1:
         raise ConfigError(f"num_shards must be >= 1, got {num_shards}")
+    if batch_samples is not None and batch_samples < 1:
+        raise ConfigError(f"batch_samples must be >= 1 (--batch-samples), got {batch_samples}")
     write_store_meta(out, store_meta(manifest, len(_entries(manifest)), spec, num_shards), True)
     todo = [shard] if shard is not None else list(range(num_shards))
     todo = [i for i in todo if not shard_complete(out, i, num_shards)]
     device_name = str(device)
-    args = [(str(manifest), str(out), spec, i, num_shards, device_name) for i in todo]
+    args = [
+        (str(manifest), str(out), spec, i, num_shards, device_name, batch_samples) for i in todo
+    ]
     if shard is not None or (workers <= 1 and executor is None):
         for one in args:
             extract_shard(*one, quiet=quiet)

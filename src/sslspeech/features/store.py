@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -213,6 +213,30 @@ class FeatureStore(Mapping[str, np.ndarray]):
     def length(self, fileid: str) -> int:
         """Number of frames of one utterance, without touching the arrays."""
         return self._index[fileid][2]
+
+    def array(self, source: int) -> np.ndarray:
+        """The whole memory-mapped array of shard (or fairseq rank) `source`."""
+        return self._array(source)
+
+    def segments(self, fileids: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(array index, first row, rows) of the utterances `fileids`, in that order; neighbours
+        that are contiguous in one array are merged, so a whole shard reads as one range."""
+        sources: list[int] = []
+        starts: list[int] = []
+        lengths: list[int] = []
+        for fileid in fileids:
+            source, offset, length = self._index[fileid]
+            if sources and sources[-1] == source and starts[-1] + lengths[-1] == offset:
+                lengths[-1] += length
+            else:
+                sources.append(source)
+                starts.append(offset)
+                lengths.append(length)
+        return (
+            np.asarray(sources, dtype=np.int64),
+            np.asarray(starts, dtype=np.int64),
+            np.asarray(lengths, dtype=np.int64),
+        )
 
     @property
     def dim(self) -> int:

@@ -1,4 +1,7 @@
-"""Reading and writing foreign checkpoints; `load_model(src, **overrides)` is the generic entry.
+"""Reading and writing checkpoints: `load_checkpoint(src, **overrides)` turns any supported file,
+directory, HF id or URL into plain data (`LoadedCheckpoint`: model type, flat config, native
+state dict). This layer imports nothing from `sslspeech.models`: the models build themselves
+from a `LoadedCheckpoint` (`sslspeech.models.load_model(src)` for the type the file records).
 
 Reader protocol (how a format plugs in)
 ---------------------------------------
@@ -18,10 +21,11 @@ A reader is any object with
 
 Modules listed in `READER_MODULES` are imported on first use; each exposes `READERS`, a list
 of reader objects, tried in order (the first that matches reads). `register_reader` adds one
-at run time. Model classes are found by `model_type` in `MODEL_CLASSES`; each has a classmethod
-`from_checkpoint(loaded: LoadedCheckpoint)` (given by `sslspeech.models.pretrained.Pretrained`,
-which also gives `from_pretrained` and `save_pretrained`: subclasses set `model_type` and
-`config_class`, and may override `adapt_checkpoint` to accept another model type's checkpoint).
+at run time. Model classes are found by `model_type` in `sslspeech.models.registry`; each has a
+classmethod `from_checkpoint(loaded: LoadedCheckpoint)` (given by
+`sslspeech.models.pretrained.Pretrained`, which also gives `from_pretrained` and
+`save_pretrained`: subclasses set `model_type` and `config_class`, and may override
+`adapt_checkpoint` to accept another model type's checkpoint).
 
 A SpidR/DinoSR module `sslspeech.interop.spidr` only needs `READERS = [...]`: it is tried
 before fairseq, so its `matches` may claim DinoSR fairseq `.ckpt` payloads.
@@ -34,7 +38,7 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,7 +47,6 @@ from sslspeech.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,6 @@ READER_MODULES = (
     "sslspeech.interop.torchaudio",
 )
 
-#: model_type -> "module:Class".
-MODEL_CLASSES = {
-    "hubert": "sslspeech.models.hubert:HuBERT",
-    "hubert_pretrain": "sslspeech.models.hubert:HuBERTPretrain",
-    "spidr": "sslspeech.models.spidr:SpidR",
-    "dinosr": "sslspeech.models.dinosr:DinoSR",
-}
-
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
@@ -72,13 +67,21 @@ class LoadedCheckpoint:
     """What a reader returns: enough to build the native model."""
 
     model_type: str
-    """Key of MODEL_CLASSES ("hubert", "hubert_pretrain", "spidr", "dinosr")."""
+    """A type of `sslspeech.models.registry` ("hubert", "hubert_pretrain", "spidr", ...)."""
     config: dict[str, Any]
     """Flat config fields of the model's config dataclass."""
     state_dict: dict[str, torch.Tensor]
     """Native parameter names -> tensors."""
     format: str
     """The reader's name, for messages."""
+    also_fits: tuple[str, ...] = ()
+    """Other model types whose classes read these weights as they are (a SpidR-layout file
+    without its config fits DinoSR too)."""
+    origin: str = ""
+    """The file the config comes from, for messages (default: what `load_checkpoint` read)."""
+    config_keys: dict[str, str] = field(default_factory=dict)
+    """Config fields -> how the source names them, for messages (e.g. "HubertConfig key
+    'num_hidden_layers'")."""
 
 
 class CheckpointSource:
@@ -200,39 +203,18 @@ def load_checkpoint(src: str | os.PathLike[str], **overrides: Any) -> LoadedChec
     reader = detect(source)
     loaded = reader.read(source, overrides)
     loaded.config = {**loaded.config, **overrides}
+    loaded.origin = loaded.origin or str(source.path)
     log.debug("read %s as %s (%s)", source.path, reader.name, loaded.model_type)
     return loaded
 
 
-def model_class(model_type: str) -> type[nn.Module]:
-    """The model class registered for `model_type`."""
-    if model_type not in MODEL_CLASSES:
-        raise CheckpointError(
-            f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}"
-        )
-    module_name, class_name = MODEL_CLASSES[model_type].split(":")
-    cls: type[nn.Module] = getattr(importlib.import_module(module_name), class_name)
-    return cls
-
-
-def load_model(src: str | os.PathLike[str], **overrides: Any) -> nn.Module:
-    """The model the checkpoint holds (HuBERT, HuBERTPretrain, SpidR, DinoSR), in eval mode."""
-    loaded = load_checkpoint(src, **overrides)
-    cls = model_class(loaded.model_type)
-    model: nn.Module = cls.from_checkpoint(loaded)  # type: ignore[attr-defined]
-    return model
-
-
 __all__ = [
-    "MODEL_CLASSES",
     "READER_MODULES",
     "CheckpointReader",
     "CheckpointSource",
     "LoadedCheckpoint",
     "detect",
     "load_checkpoint",
-    "load_model",
-    "model_class",
     "readers",
     "register_reader",
     "resolve",

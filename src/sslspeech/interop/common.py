@@ -89,11 +89,17 @@ def tensors_only(state: Any, origin: str) -> dict[str, Tensor]:
     return dict(state)
 
 
-def layer_indices(state: dict[str, Tensor], pattern: str) -> int:
+def layer_indices(state: dict[str, Tensor], pattern: str, origin: str = "checkpoint") -> int:
     """Number of layers: 1 + the largest index captured by `pattern` (0 when none)."""
     regex = re.compile(pattern)
     indices = [int(m.group(1)) for key in state if (m := regex.match(key))]
-    return max(indices) + 1 if indices else 0
+    count = max(indices) + 1 if indices else 0
+    if count > len(state):  # every layer has a key: a larger index would loop for nothing
+        raise CheckpointError(
+            f"{origin}: a state dict key names layer {count - 1} ({pattern!r}), but the state "
+            f"dict has only {len(state)} entries; the checkpoint is corrupt or hostile"
+        )
+    return count
 
 
 def conv_layers_from_state(

@@ -17,6 +17,8 @@ from sslspeech.interop.common import fuse_qkv, layer_indices, pos_conv_weight, r
 log = logging.getLogger(__name__)
 
 _EXTRACTOR_MODES = {"default": "group_norm", "layer_norm": "layer_norm"}
+#: More conv layers than any real extractor has (wav2vec 2.0 / HuBERT: 7).
+_MAX_CONV_LAYERS = 64
 _CTC_PREFIX = "w2v_encoder.w2v_model."
 _RULES = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)",
@@ -57,7 +59,14 @@ def parse_conv_layers(text: Any) -> list[list[int]]:
             return items if isinstance(node, ast.List) else tuple(items)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Mult):
             left, right = value(node.left), value(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left * right
+            if isinstance(node.op, ast.Add):
+                return left + right
+            items, times = (left, right) if isinstance(right, int) else (right, left)
+            if not isinstance(times, int) or len(items) * times > _MAX_CONV_LAYERS:
+                raise CheckpointError(
+                    f"conv_feature_layers: {text!r} repeats beyond {_MAX_CONV_LAYERS} layers"
+                )
+            return items * times
         raise CheckpointError(f"conv_feature_layers: unsupported expression {text!r}")
 
     try:
@@ -147,7 +156,7 @@ def native_state(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
             state, "encoder.pos_conv.0", origin
         )
     }
-    for index in range(layer_indices(state, r"encoder\.layers\.(\d+)\.")):
+    for index in range(layer_indices(state, r"encoder\.layers\.(\d+)\.", origin)):
         prefix = f"encoder.layers.{index}.self_attn."
         for name, value in fuse_qkv(state, prefix, ("q_proj", "k_proj", "v_proj")).items():
             fused[f"encoder.transformer.layers.{index}.attention.{name}"] = value
@@ -164,10 +173,17 @@ def hubert_checkpoint(
     reader: str,
 ) -> LoadedCheckpoint:
     """A LoadedCheckpoint for fairseq-named HuBERT weights and configs."""
-    config = encoder_config(model_cfg, task_cfg, state)
     native = native_state(state, origin)
-    if "label_embeddings" in native and "final_proj.weight" in native:
-        config.update(pretrain_config(model_cfg, task_cfg, criterion_cfg, symbols, origin))
+    pretraining = "label_embeddings" in native and "final_proj.weight" in native
+    try:
+        config = encoder_config(model_cfg, task_cfg, state)
+        if pretraining:
+            config.update(pretrain_config(model_cfg, task_cfg, criterion_cfg, symbols, origin))
+    except (TypeError, ValueError) as error:  # int("abc"), float(None) on a config value
+        raise CheckpointError(
+            f"{origin}: a model/task config value is not a number ({error})"
+        ) from None
+    if pretraining:
         untied = native["final_proj.weight"].shape[0] != config["final_dim"]
         if untied:
             raise CheckpointError(f"{origin}: untie_final_proj with several label sets")

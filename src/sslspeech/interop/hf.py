@@ -43,10 +43,52 @@ _RULES = [
 ]  # fmt: skip
 
 
+#: Our config field -> (HubertConfig key, default or _REQUIRED), values taken as they are.
+_REQUIRED = object()
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "embed_dim": ("hidden_size", _REQUIRED),
+    "ffn_dim": ("intermediate_size", _REQUIRED),
+    "num_layers": ("num_hidden_layers", _REQUIRED),
+    "num_heads": ("num_attention_heads", _REQUIRED),
+    "pos_conv_kernel": ("num_conv_pos_embeddings", _REQUIRED),
+    "pos_conv_groups": ("num_conv_pos_embedding_groups", _REQUIRED),
+    "layer_norm_eps": ("layer_norm_eps", 1e-5),
+    "dropout": ("hidden_dropout", 0.1),
+    "attention_dropout": ("attention_dropout", 0.1),
+    "activation_dropout": ("activation_dropout", 0.1),
+    "projection_dropout": ("feat_proj_dropout", 0.0),
+    "layer_drop": ("layerdrop", 0.1),
+}
+
+
+CONFIG_KEYS = {
+    **{field: f"HubertConfig key {key!r}" for field, (key, _) in _FIELDS.items()},
+    "extractor_conv_layers": "HubertConfig keys conv_dim/conv_kernel/conv_stride",
+}
+"""Our config fields -> the HubertConfig keys they come from (named in config errors)."""
+
+
+def _conv_layers(hf: dict[str, Any], origin: str) -> list[list[Any]]:
+    """(channels, kernel, stride) per layer from conv_dim / conv_kernel / conv_stride."""
+    lists: dict[str, Any] = {key: hf.get(key) for key in ("conv_dim", "conv_kernel", "conv_stride")}
+    bad = [key for key, value in lists.items() if not isinstance(value, list) or not value]
+    if bad:
+        raise CheckpointError(f"{origin}: {bad} must be non-empty lists of integers")
+    lengths = {key: len(value) for key, value in lists.items()}
+    expected = hf.get("num_feat_extract_layers", lengths["conv_dim"])
+    if set(lengths.values()) != {expected}:
+        raise CheckpointError(
+            f"{origin}: conv_dim, conv_kernel and conv_stride must each have "
+            f"num_feat_extract_layers ({expected}) entries; got {lengths}"
+        )
+    return [list(layer) for layer in zip(*lists.values(), strict=True)]
+
+
 def config_from_hf(
     hf: dict[str, Any], preprocessor: dict[str, Any] | None, origin: str
 ) -> dict[str, Any]:
-    """Our HuBERT config fields from a transformers HubertConfig dict."""
+    """Our HuBERT config fields from a transformers HubertConfig dict, validated (ranges,
+    finite numbers, consistent conv lists) before any tensor is made."""
     unsupported = {
         "hidden_act": hf.get("hidden_act", "gelu") != "gelu",
         "feat_extract_activation": hf.get("feat_extract_activation", "gelu") != "gelu",
@@ -61,33 +103,23 @@ def config_from_hf(
         raise CheckpointError(
             f"{origin}: feat_extract_norm must be 'group' or 'layer'; got {norm!r}"
         )
+    missing = [key for key, default in _FIELDS.values() if default is _REQUIRED and key not in hf]
+    if missing:
+        raise CheckpointError(f"{origin}: HubertConfig keys {missing} are missing")
     if preprocessor is not None and "do_normalize" in preprocessor:
         normalize = bool(preprocessor["do_normalize"])
     else:  # HF's convention: layer-norm extractors were trained on standardized audio
         normalize = norm == "layer"
-    return {
+    config = {
         "extractor_mode": _NORMS[norm],
-        "extractor_conv_layers": [
-            list(layer)
-            for layer in zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"], strict=True)
-        ],
+        "extractor_conv_layers": _conv_layers(hf, origin),
         "extractor_conv_bias": bool(hf.get("conv_bias", False)),
-        "embed_dim": hf["hidden_size"],
-        "ffn_dim": hf["intermediate_size"],
-        "num_layers": hf["num_hidden_layers"],
-        "num_heads": hf["num_attention_heads"],
         "layer_norm_first": bool(hf.get("do_stable_layer_norm", False)),
-        "pos_conv_kernel": hf["num_conv_pos_embeddings"],
-        "pos_conv_groups": hf["num_conv_pos_embedding_groups"],
-        "layer_norm_eps": float(hf.get("layer_norm_eps", 1e-5)),
-        "dropout": float(hf.get("hidden_dropout", 0.1)),
-        "attention_dropout": float(hf.get("attention_dropout", 0.1)),
-        "activation_dropout": float(hf.get("activation_dropout", 0.1)),
-        "projection_dropout": float(hf.get("feat_proj_dropout", 0.0)),
-        "layer_drop": float(hf.get("layerdrop", 0.1)),
         "frame_rule": "conv",
         "normalize_input": normalize,
+        **{field: hf.get(key, default) for field, (key, default) in _FIELDS.items()},
     }
+    return config
 
 
 def state_from_hf(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
@@ -100,11 +132,26 @@ def state_from_hf(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
     state = dict(state)
     weight = pos_conv_weight(state, "encoder.pos_conv_embed.conv", origin)
     fused: dict[str, Tensor] = {"encoder.transformer.pos_conv_embed.conv.weight": weight}
-    for index in range(layer_indices(state, r"encoder\.layers\.(\d+)\.")):
+    for index in range(layer_indices(state, r"encoder\.layers\.(\d+)\.", origin)):
         prefix = f"encoder.layers.{index}.attention."
         for name, value in fuse_qkv(state, prefix, ("q_proj", "k_proj", "v_proj")).items():
             fused[f"encoder.transformer.layers.{index}.attention.{name}"] = value
     return {**rename(state, _RULES, origin), **fused}
+
+
+def _shard_names(index: Path) -> list[str]:
+    """The shard files a `model.safetensors.index.json` names (plain names in its folder)."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(
+            f"{index}: expected a JSON object with a 'weight_map' of name -> shard file ({error})"
+        ) from None
+    bad = [name for name in shards if not isinstance(name, str) or Path(name).name != name]
+    if bad:
+        raise CheckpointError(f"{index}: shard names must be file names in its folder; got {bad}")
+    return shards
 
 
 def _load_weights(directory: Path) -> dict[str, Tensor]:
@@ -112,7 +159,7 @@ def _load_weights(directory: Path) -> dict[str, Tensor]:
         return load_file(directory / "model.safetensors")
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        shards = _shard_names(index)
         state: dict[str, Tensor] = {}
         for shard in shards:
             state.update(load_file(directory / shard))
@@ -143,11 +190,13 @@ class HFReader:
 
     def read(self, source: CheckpointSource, overrides: dict[str, Any]) -> LoadedCheckpoint:
         """Config from config.json (+ preprocessor_config.json), weights from the directory."""
-        origin = str(source.path)
         hf = source.json("config.json") or {}
+        origin = str(source.path / "config.json")
         config = config_from_hf(hf, source.json("preprocessor_config.json"), origin)
-        state = state_from_hf(_load_weights(source.path), origin)
-        return LoadedCheckpoint("hubert", config, state, self.name)
+        state = state_from_hf(_load_weights(source.path), str(source.path))
+        return LoadedCheckpoint(
+            "hubert", config, state, self.name, origin=origin, config_keys=CONFIG_KEYS
+        )
 
 
 READERS = [HFReader()]
@@ -228,10 +277,29 @@ def export_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
     config = model.config
     if config.pos_conv_depth != 1:
         raise CheckpointError("only HuBERT encoders (single positional conv) export to HF")
+    state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
+    directory = write_hf_directory(directory, hf_state(config, state), hf_config(config), config)
+    if config.frame_rule != "conv":
+        log.warning(
+            "%s: transformers counts valid frames of padded rows by the conv formula; this "
+            "checkpoint's rule (%s) gives one frame more on some rows",
+            directory,
+            config.frame_rule,
+        )
+    return directory
+
+
+def write_hf_directory(
+    directory: str | os.PathLike[str],
+    weights: dict[str, Tensor],
+    hf_config_dict: dict[str, Any],
+    config: Any,
+) -> Path:
+    """model.safetensors, config.json and the Wav2Vec2FeatureExtractor preprocessor_config.json
+    (waveform standardization as `config.normalize_input`) of a transformers model directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
-    save_file(hf_state(config, state), directory / "model.safetensors", {"format": "pt"})
+    save_file(weights, directory / "model.safetensors", {"format": "pt"})
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
         "feature_size": 1,
@@ -242,17 +310,10 @@ def export_hf(model: Any, directory: str | os.PathLike[str]) -> Path:
         "return_attention_mask": config.extractor_mode == "layer_norm",
     }
     for name, data in (
-        ("config.json", hf_config(config)),
+        ("config.json", hf_config_dict),
         ("preprocessor_config.json", preprocessor),
     ):
         with atomic_open(directory / name, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
-    if config.frame_rule != "conv":
-        log.warning(
-            "%s: transformers counts valid frames of padded rows by the conv formula; this "
-            "checkpoint's rule (%s) gives one frame more on some rows",
-            directory,
-            config.frame_rule,
-        )
     return directory

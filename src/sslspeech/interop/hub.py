@@ -60,6 +60,11 @@ def is_hf_id(src: str) -> bool:
     return bool(_HF_ID.match(src))
 
 
+def is_remote(src: str) -> bool:
+    """Whether `src` names a URL (http, https, file) or a HF model id, not a local path."""
+    return urllib.parse.urlparse(src).scheme.lower() in ("http", "https", "file") or is_hf_id(src)
+
+
 def resolve(
     src: str | os.PathLike[str],
     *,

@@ -1,8 +1,9 @@
 """Published checkpoints by name: official URLs and HF ids, fetched once into the cache.
 
-`known_huberts()` lists the released HuBERT checkpoints (fairseq, torchaudio and HuggingFace
-copies); `spidr_base()`, `dinosr_base_reproduced()` and `dinosr_base_original()` load the
-SpidR paper's checkpoints. Offline, a clear error names the URL and how to load a file
+`known_huberts()` lists the released HuBERT checkpoints (fairseq, torchaudio, s3prl and
+HuggingFace copies; the mHuBERT-147 iterations and the multilingual / other-language HuBERTs);
+`spidr_base()`, `dinosr_base_reproduced()` and `dinosr_base_original()` load the SpidR paper's
+checkpoints. Offline, a clear error names the URL and how to load a file
 downloaded by hand.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sslspeech.errors import ConfigError
 from sslspeech.interop import hub
+from sslspeech.models.registry import model_class, model_spec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,13 +32,6 @@ __all__ = [
     "spidr_base",
 ]
 
-_CLASS_NAMES = {
-    "hubert": "HuBERT",
-    "hubert_pretrain": "HuBERTPretrain",
-    "spidr": "SpidR",
-    "dinosr": "DinoSR",
-}
-
 
 @dataclass(frozen=True)
 class KnownCheckpoint:
@@ -47,7 +42,7 @@ class KnownCheckpoint:
     source: str
     """Official http(s) URL or HF model id."""
     format: str
-    """On-disk format: "fairseq", "torchaudio", "hf", "spidr" or "dinosr_fairseq"."""
+    """On-disk format: "fairseq", "s3prl", "torchaudio", "hf", "spidr" or "dinosr_fairseq"."""
     model_type: str
     """Model class it loads into by default ("hubert" = the encoder, heads dropped)."""
     normalize_input: bool | None
@@ -59,7 +54,7 @@ class KnownCheckpoint:
     @property
     def loader(self) -> str:
         """The call that loads a copy of the file downloaded by hand."""
-        return f"{_CLASS_NAMES[self.model_type]}.from_pretrained"
+        return f"{model_spec(self.model_type).class_name}.from_pretrained"
 
     def resolve(
         self,
@@ -89,8 +84,6 @@ class KnownCheckpoint:
         **overrides: Any,
     ) -> nn.Module:
         """The model, in eval mode; `overrides` are config fields."""
-        from sslspeech.interop import model_class
-
         path = self.resolve(cache_dir=cache_dir, offline=offline, quiet=quiet)
         cls: Any = model_class(self.model_type)
         model: nn.Module = cls.from_pretrained(path, **{**self.overrides, **overrides})
@@ -171,9 +164,10 @@ def _hubert_entries() -> list[KnownCheckpoint]:
             "utter-project/mHuBERT-147",
             "hf",
             None,
-            "multilingual HuBERT base, 147 languages (90 kh)",
+            "multilingual HuBERT base, 147 languages (90 kh), 3rd iteration",
             {},
         ),
+        *_other_language_rows(fairseq),
     ]
     return [
         KnownCheckpoint(
@@ -187,6 +181,33 @@ def _hubert_entries() -> list[KnownCheckpoint]:
         )
         for name, source, fmt, normalize, description, overrides in rows
     ]
+
+
+def _other_language_rows(fairseq: str) -> list[tuple[str, str, str, None, str, dict[str, Any]]]:
+    """The multilingual and other-language HuBERTs minimal_hubert lists (and s3prl's copy of
+    hubert_base_ls960); input standardization as each checkpoint records it."""
+    mhubert_147 = "multilingual HuBERT base, 147 languages (90 kh)"
+    rows = [
+        ("mhubert_base_vp_en_es_fr_it3", f"{fairseq}/mhubert_base_vp_en_es_fr_it3.pt", "fairseq",
+         "multilingual HuBERT base, VoxPopuli English, Spanish, French, 3rd iteration"),
+        ("mhubert_base_vp_mls_cv_8lang_it3", f"{fairseq}/mhubert_base_vp_mls_cv_8lang_it3.pt",
+         "fairseq", "multilingual HuBERT base, VoxPopuli + MLS + CommonVoice, 8 languages, "
+         "3rd iteration"),
+        ("s3prl/hubert_base_ls960",
+         "https://huggingface.co/s3prl/converted_ckpts/resolve/main/hubert_base_ls960.pt",
+         "s3prl", "s3prl's converted copy of hubert_base_ls960 (LibriSpeech 960 h)"),
+        ("utter-project/mHuBERT-147-base-1st-iter", "utter-project/mHuBERT-147-base-1st-iter",
+         "hf", f"{mhubert_147}, 1st iteration"),
+        ("utter-project/mHuBERT-147-base-2nd-iter", "utter-project/mHuBERT-147-base-2nd-iter",
+         "hf", f"{mhubert_147}, 2nd iteration"),
+        ("reazon-research/japanese-hubert-base-k2", "reazon-research/japanese-hubert-base-k2",
+         "hf", "Japanese HuBERT base (ReazonSpeech)"),
+        ("TencentGameMate/chinese-hubert-base", "TencentGameMate/chinese-hubert-base", "hf",
+         "Mandarin HuBERT base (WenetSpeech 10 kh)"),
+        ("TencentGameMate/chinese-hubert-large", "TencentGameMate/chinese-hubert-large", "hf",
+         "Mandarin HuBERT large (WenetSpeech 10 kh)"),
+    ]  # fmt: skip
+    return [(name, source, fmt, None, description, {}) for name, source, fmt, description in rows]
 
 
 _SPIDR_URLS = "https://dl.fbaipublicfiles.com/shared/devai/assets/models"
@@ -251,8 +272,6 @@ def _load_spidr(
 ) -> nn.Module:
     entry = SPIDR_CHECKPOINTS[name]
     if src is not None:
-        from sslspeech.interop import model_class
-
         cls: Any = model_class(entry.model_type)
         model: nn.Module = cls.from_pretrained(src, **overrides)
         return model

@@ -5,6 +5,10 @@ containers and numpy arrays map to our own rebuild functions or to harmless buil
 fairseq, omegaconf, argparse and typing objects become inert stand-ins that `load` turns into
 plain dicts and lists. Any other global raises `UnsafePickleError` before it is called, so a
 malicious file runs nothing. There is no fallback to `torch.load(weights_only=False)`.
+
+Memory is bounded too: storages may hold at most `_MAX_EXPANSION` times the file's size, and
+what the pickle itself sizes (`bytes(n)`, `range(n)`, numpy shapes) at most `_PICKLE_CEILING`
+bytes, so a few-hundred-byte file cannot allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import _compat_pickle
 import builtins
 import collections
+import math
 import pickle
 import re
 import struct
@@ -31,9 +36,9 @@ from sslspeech.errors import CheckpointError, UnsafePickleError
 __all__ = ["FairseqDictionary", "load"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_BUILTIN_TYPES = (
+_BUILTIN_TYPES = (  # bytes, bytearray and range are sized per load: _sized_by_pickle
     *("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bool"),
-    *("bytes", "bytearray", "slice", "range", "object"),
+    *("slice", "object"),
 )
 _STORAGE_DTYPES = {
     "BFloat16Storage": torch.bfloat16,
@@ -50,6 +55,40 @@ _STORAGE_DTYPES = {
     "ShortStorage": torch.int16,
     "UntypedStorage": torch.uint8,
 }
+#: Storage bytes a load may read, as a multiple of the file's size (compressed zip records
+#: expand; torch.save itself never compresses).
+_MAX_EXPANSION = 4
+#: Bytes a pickle may size by itself (`bytes(n)`, `bytearray(n)`, `range(n)`, numpy shapes).
+_PICKLE_CEILING = 64 * 2**20
+
+
+class _Budget:
+    """Bytes a load may still allocate on the file's say-so; running out is a CheckpointError."""
+
+    def __init__(self, path: Path, limit: int, what: str) -> None:
+        self.path, self.left, self.what = path, limit, what
+
+    def take(self, nbytes: int, item: str) -> None:
+        """Charge `nbytes` for `item`, or refuse the file before allocating them."""
+        if not 0 <= nbytes <= self.left:
+            raise CheckpointError(
+                f"{self.path}: {item} asks for {nbytes} bytes, but {self.what} leaves only "
+                f"{self.left}; the file is corrupt or hostile (nothing was allocated). Re-save "
+                "the weights with torch.save or as safetensors."
+            )
+        self.left -= nbytes
+
+
+@dataclass(frozen=True)
+class _ClassRef:
+    """A class a pickle names only as an argument (`torch.Tensor`, `numpy.ndarray`): not
+    callable, so `torch.Tensor(2**30)` in a pickle cannot allocate."""
+
+    cls: type
+
+    def __call__(self, *args: Any) -> Any:
+        name = f"{self.cls.__module__}.{self.cls.__qualname__}"
+        raise TypeError(f"the pickle calls {name} itself; only torch's rebuild functions may")
 
 
 # --------------------------------------------------------------------------- stand-ins
@@ -204,6 +243,8 @@ def _rebuild_parameter_with_state(
 
 
 def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    if isinstance(new_type, _ClassRef):
+        new_type = new_type.cls
     if func not in _TENSOR_REBUILDERS_SET or new_type not in (torch.Tensor, torch.nn.Parameter):
         raise CheckpointError(f"cannot rebuild a tensor of type {new_type!r} with {func!r}")
     result = func(*args)
@@ -242,11 +283,40 @@ def _torch_layout(name: str) -> torch.layout:
 # --------------------------------------------------------------------------- numpy & builtins
 
 
-def _np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
-    """An empty array that the pickle's BUILD (ndarray.__setstate__) then fills."""
-    if subtype is not np.ndarray:
-        raise CheckpointError(f"numpy array subclass {subtype!r} is not supported")
-    return np.ndarray(shape, dtype=np.dtype(typecode))
+def _sized_by_pickle(budget: _Budget) -> dict[str, Callable[..., Any]]:
+    """The globals whose arguments size an allocation, charged to the pickle's budget."""
+
+    def sized(kind: type) -> Callable[..., Any]:
+        def build(*args: Any) -> Any:
+            if args and isinstance(args[0], int):
+                budget.take(args[0], f"{kind.__name__}({args[0]})")
+            return kind(*args)
+
+        return build
+
+    def bounded_range(*args: Any) -> range:
+        numbers = range(*args)
+        length = -((numbers.start - numbers.stop) // numbers.step)  # len() overflows past 2**63
+        budget.take(8 * max(length, 0), f"range{args}")  # a pointer per element once listed
+        return numbers
+
+    def np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
+        """An empty array that the pickle's BUILD (ndarray.__setstate__) then fills."""
+        if subtype != _ClassRef(np.ndarray):
+            raise CheckpointError(f"numpy array subclass {subtype!r} is not supported")
+        dims = tuple(shape) if isinstance(shape, tuple | list) else (shape,)
+        dtype = np.dtype(typecode)
+        budget.take(math.prod(max(int(d), 0) for d in dims) * dtype.itemsize, f"array {dims}")
+        return np.ndarray(dims, dtype=dtype)
+
+    table: dict[str, Callable[..., Any]] = {
+        "builtins.bytes": sized(bytes),
+        "builtins.bytearray": sized(bytearray),
+        "builtins.range": bounded_range,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        table[f"{package}.multiarray._reconstruct"] = np_reconstruct
+    return table
 
 
 def _np_scalar(dtype: Any, data: Any = None) -> Any:
@@ -301,12 +371,12 @@ def _fixed_globals() -> dict[str, Any]:
         "_codecs.encode": _codecs_encode,
         "torch.Size": torch.Size,
         "torch.device": torch.device,
-        "torch.Tensor": torch.Tensor,
+        "torch.Tensor": _ClassRef(torch.Tensor),
         "torch.nn.parameter.Parameter": torch.nn.Parameter,
         "torch.serialization._get_layout": _torch_layout,
         "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
         "torch.torch_version.TorchVersion": str,
-        "numpy.ndarray": np.ndarray,
+        "numpy.ndarray": _ClassRef(np.ndarray),
         "numpy.dtype": np.dtype,
         "argparse.Namespace": _stub_class("argparse.Namespace", "namespace"),
     }
@@ -315,7 +385,6 @@ def _fixed_globals() -> dict[str, Any]:
     for name, func in _TENSOR_REBUILDERS.items():
         table[f"torch._utils.{name}"] = func
     for package in ("numpy.core", "numpy._core"):
-        table[f"{package}.multiarray._reconstruct"] = _np_reconstruct
         table[f"{package}.multiarray.scalar"] = _np_scalar
         table[f"{package}.numeric._frombuffer"] = _np_frombuffer
     for name, dtype in _STORAGE_DTYPES.items():
@@ -356,13 +425,15 @@ def _foreign_stub(module: str, name: str) -> type[_Stub] | None:
     return None
 
 
-def _resolve_global(path: Path, module: str, name: str) -> Any:
+def _resolve_global(path: Path, module: str, name: str, sized: dict[str, Any]) -> Any:
     """The object a pickle's global stands for, or UnsafePickleError if it is not allowed."""
     global _FIXED_GLOBALS
     if _FIXED_GLOBALS is None:
         _FIXED_GLOBALS = _fixed_globals()
     module, name = _canonical_name(str(module), str(name))
     qualname = f"{module}.{name}"
+    if qualname in sized:
+        return sized[qualname]
     if qualname in _FIXED_GLOBALS:
         return _FIXED_GLOBALS[qualname]
     stub = _foreign_stub(module, name)
@@ -386,14 +457,16 @@ class _Unpickler(pickle.Unpickler):
         self,
         file: IO[bytes],
         path: Path,
+        budget: _Budget,
         storage_loader: Callable[[tuple[Any, ...]], _Storage] | None = None,
     ) -> None:
         super().__init__(file, encoding="utf-8")
         self._path = path
+        self._sized = _sized_by_pickle(budget)
         self._storage_loader = storage_loader
 
     def find_class(self, module: str, name: str) -> Any:
-        return _resolve_global(self._path, module, name)
+        return _resolve_global(self._path, module, name, self._sized)
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, tuple) or not pid or self._storage_loader is None:
@@ -429,8 +502,16 @@ def _untyped(buffer: np.ndarray) -> torch.UntypedStorage:
     return torch.from_numpy(buffer).untyped_storage()
 
 
+def _budgets(path: Path) -> tuple[_Budget, _Budget]:
+    """(storage budget, pickle budget) of one load."""
+    size = path.stat().st_size
+    storages = _Budget(path, _MAX_EXPANSION * size, f"the bound of {_MAX_EXPANSION}x the file size")
+    return storages, _Budget(path, _PICKLE_CEILING, f"the {_PICKLE_CEILING}-byte pickle ceiling")
+
+
 def _load_zip(path: Path) -> Any:
     archive_size = path.stat().st_size
+    storages, pickled = _budgets(path)
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -457,26 +538,29 @@ def _load_zip(path: Path) -> Any:
                     raise CheckpointError(f"{path}: record {record} claims more than the file")
                 if int(numel) * dtype.itemsize > nbytes:
                     raise CheckpointError(f"{path}: record {record} is shorter than its tensor")
+                storages.take(nbytes, f"record {record}")
                 with archive.open(record) as handle:
                     buffer = _read_exactly(handle, nbytes, path, record)
                 loaded[key] = _Storage(_untyped(buffer), dtype)
             return loaded[key]
 
+        storages.take(archive.getinfo(pickles[0]).file_size, f"record {pickles[0]}")
         with archive.open(pickles[0]) as handle:
-            return _Unpickler(handle, path, load_storage).load()
+            return _Unpickler(handle, path, pickled, load_storage).load()
 
 
 def _load_legacy(path: Path) -> Any:
     if tarfile.is_tarfile(path):
         raise CheckpointError(f"{path}: the tar checkpoint format of torch < 0.4 is not supported")
+    storages, pickled = _budgets(path)
     with path.open("rb") as handle:
-        magic = _Unpickler(handle, path).load()
+        magic = _Unpickler(handle, path, pickled).load()
         if magic != _LEGACY_MAGIC:
             raise CheckpointError(
                 f"{path}: not a torch checkpoint (neither a zip archive nor the legacy format)"
             )
-        _Unpickler(handle, path).load()  # protocol version
-        sys_info = _Unpickler(handle, path).load()
+        _Unpickler(handle, path, pickled).load()  # protocol version
+        sys_info = _Unpickler(handle, path, pickled).load()
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise CheckpointError(f"{path}: saved big-endian, this machine is not")
         roots: dict[str, tuple[np.ndarray, _Storage]] = {}
@@ -489,6 +573,7 @@ def _load_legacy(path: Path) -> Any:
                 nbytes = int(numel) * dtype.itemsize
                 if not 0 <= nbytes <= file_size:
                     raise CheckpointError(f"{path}: storage {key!r} claims more than the file")
+                storages.take(nbytes, f"storage {key!r}")
                 buffer = np.empty(nbytes, dtype=np.uint8)
                 roots[key] = (buffer, _Storage(_untyped(buffer), dtype))
             root = roots[key][1]
@@ -496,8 +581,8 @@ def _load_legacy(path: Path) -> Any:
                 return root
             return _Storage(root.untyped, dtype, offset=int(view[1]))
 
-        result = _Unpickler(handle, path, load_storage).load()
-        keys = _Unpickler(handle, path).load()
+        result = _Unpickler(handle, path, pickled, load_storage).load()
+        keys = _Unpickler(handle, path, pickled).load()
         for key in keys:
             _fill_legacy_storage(handle, path, key, roots)
     return result
@@ -675,6 +760,7 @@ _READ_ERRORS = (
     IndexError,
     RuntimeError,
     struct.error,
+    OverflowError,
     zipfile.BadZipFile,
     MemoryError,  # a size field far beyond the file
 )

@@ -119,7 +119,7 @@ def config_from_spidr(raw: dict[str, Any], origin: str) -> dict[str, Any]:
 def stack_heads_and_codebooks(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
     """Pop `heads.{i}.0.*` and `codebooks.{i}.{codebook,counts}` and return our stacked
     `heads.weight/bias` and `codebooks.sums/counts`."""
-    count = layer_indices(state, r"codebooks\.(\d+)\.")
+    count = layer_indices(state, r"codebooks\.(\d+)\.", origin)
     if count == 0:
         raise CheckpointError(f"{origin}: no codebooks ('codebooks.0.codebook') in the state dict")
     names = {
@@ -237,10 +237,16 @@ class SpidRNativeReader:
                 "width / 64, SpidR schedule): pass overrides or load with DinoSR if needed",
                 origin,
             )
-            config = config_from_spidr(infer_config(state), origin)
-            return LoadedCheckpoint(
-                "spidr", config, native_state_from_spidr(state, origin), WEIGHTS_ONLY
-            )
+            try:
+                inferred = infer_config(state)
+            except (KeyError, IndexError, ZeroDivisionError) as error:
+                raise CheckpointError(
+                    f"{origin}: the state dict lacks or misshapes a SpidR weight "
+                    f"({type(error).__name__}: {error})"
+                ) from None
+            config = config_from_spidr(inferred, origin)
+            state = native_state_from_spidr(state, origin)
+            return LoadedCheckpoint("spidr", config, state, WEIGHTS_ONLY, also_fits=("dinosr",))
         run = raw["run"] if isinstance(raw.get("run"), dict) else {}
         model_raw = raw["model"] if isinstance(raw.get("model"), dict) else raw
         model_type = run.get("model_type") or (
@@ -254,8 +260,8 @@ class SpidRNativeReader:
         )
 
 
-#: `LoadedCheckpoint.format` of a SpidR-layout checkpoint read without config.json: SpidR and
-#: DinoSR both accept it (the layouts are identical).
+#: `LoadedCheckpoint.format` of a SpidR-layout checkpoint read without config.json (it also
+#: fits DinoSR: the layouts are identical).
 WEIGHTS_ONLY = "spidr (weights only)"
 
 
@@ -386,7 +392,12 @@ class DinoSRFairseqReader:
             raise CheckpointError(f"{origin}: fairseq model {name!r} is not DinoSR")
         state = native_state_from_fairseq(payload["model"], origin)
         state["current_step"] = torch.tensor([fairseq_step(payload)])
-        config = config_from_fairseq(cfg, payload["model"])
+        try:
+            config = config_from_fairseq(cfg, payload["model"])
+        except (TypeError, ValueError) as error:  # int("abc"), float(None) on a config value
+            raise CheckpointError(
+                f"{origin}: a model/task config value is not a number ({error})"
+            ) from None
         return LoadedCheckpoint("dinosr", config, state, self.name)
 
 

@@ -76,7 +76,7 @@ def infer_config(
         "ffn_dim": int(
             state["encoder.transformer.layers.0.feed_forward.intermediate_dense.weight"].shape[0]
         ),
-        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\."),
+        "num_layers": layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\.", origin),
         "num_heads": _KNOWN_HEADS.get(embed_dim, 1),
         "layer_norm_first": layer_norm_mode,
         "pos_conv_kernel": int(pos_weight.shape[2]),
@@ -84,6 +84,24 @@ def infer_config(
         "frame_rule": "conv",
         "normalize_input": layer_norm_mode,
     }
+
+
+def _strip_pretrain_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """HuBERTPretrainModel keys without their `wav2vec2.` prefix (other keys unchanged)."""
+    return {key.removeprefix(_PRETRAIN_PREFIX): value for key, value in state.items()}
+
+
+def native_state(state: dict[str, Tensor], origin: str) -> dict[str, Tensor]:
+    """torchaudio Wav2Vec2Model / HuBERTPretrainModel parameter names -> ours."""
+    state = _strip_pretrain_prefix(state)
+    fused: dict[str, Tensor] = {
+        "encoder.transformer.pos_conv_embed.conv.weight": pos_conv_weight(state, _POS, origin)
+    }
+    for index in range(layer_indices(state, r"encoder\.transformer\.layers\.(\d+)\.")):
+        prefix = f"encoder.transformer.layers.{index}.attention."
+        for name, value in fuse_qkv(state, prefix, ("q_proj", "k_proj", "v_proj")).items():
+            fused[f"encoder.transformer.layers.{index}.attention.{name}"] = value
+    return {**rename(state, _RULES, origin), **fused}
 
 
 class TorchaudioReader:
@@ -105,21 +123,16 @@ class TorchaudioReader:
         origin = str(source.path)
         state = tensors_only(source.payload, origin)
         pretrain = _PRETRAIN_PREFIX + _CONV0 in state
-        if pretrain:
-            state = {
-                key[len(_PRETRAIN_PREFIX) :] if key.startswith(_PRETRAIN_PREFIX) else key: value
-                for key, value in state.items()
-            }
-        weight = pos_conv_weight(state, _POS, origin)
-        state[f"{_POS}.weight"] = weight
-        config = infer_config(state, overrides, origin)
-        del state[f"{_POS}.weight"]
-        fused: dict[str, Tensor] = {"encoder.transformer.pos_conv_embed.conv.weight": weight}
-        for index in range(config["num_layers"]):
-            prefix = f"encoder.transformer.layers.{index}.attention."
-            for name, value in fuse_qkv(state, prefix, ("q_proj", "k_proj", "v_proj")).items():
-                fused[f"encoder.transformer.layers.{index}.attention.{name}"] = value
-        native = {**rename(state, _RULES, origin), **fused}
+        state = _strip_pretrain_prefix(state)
+        shapes = {**state, f"{_POS}.weight": pos_conv_weight(dict(state), _POS, origin)}
+        try:
+            config = infer_config(shapes, overrides, origin)
+        except (KeyError, IndexError, ZeroDivisionError) as error:
+            raise CheckpointError(
+                f"{origin}: the state dict lacks or misshapes a weight torchaudio models have "
+                f"({type(error).__name__}: {error})"
+            ) from None
+        native = native_state(state, origin)
         if not pretrain:
             return LoadedCheckpoint("hubert", config, native, self.name)
         if "label_embeddings" not in native or "final_proj.weight" not in native:

@@ -58,12 +58,16 @@ def worker_command(config_path: str | os.PathLike[str]) -> list[str]:
 def launch_local(
     config_path: str | os.PathLike[str], nproc: int, *, command: Sequence[str] | None = None
 ) -> int:
-    """Run `nproc` workers until they finish; signals go to every worker, and when one fails
-    the others are stopped (they would wait for it forever). Returns the first failing exit
-    status, else 0."""
-    command = list(command or worker_command(Path(config_path)))
+    """Run `nproc` training workers (see `run_workers`)."""
+    return run_workers(list(command or worker_command(Path(config_path))), nproc)
+
+
+def run_workers(command: Sequence[str], nproc: int) -> int:
+    """Run `nproc` copies of `command` until they finish; signals go to every worker, and when
+    one fails the others are stopped (they would wait for it forever). Returns the first
+    failing exit status, else 0."""
     port = free_port()
-    workers = [subprocess.Popen(command, env=env) for env in worker_environments(nproc, port)]
+    workers = [subprocess.Popen(list(command), env=env) for env in worker_environments(nproc, port)]
     log.info("started %d local workers (pids %s), port %d", nproc, [w.pid for w in workers], port)
 
     def forward(signum: int, frame: FrameType | None) -> None:

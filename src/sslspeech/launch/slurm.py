@@ -100,6 +100,17 @@ def make_executor(folder: str | os.PathLike[str], options: SlurmOptions, **param
     return executor
 
 
+def export_torch_distributed() -> None:
+    """In a submitit task of a job of several: torchrun's variables for this task (the GPU is
+    chosen from LOCAL_RANK by the resolver, whether the task sees one GPU or all the node's)."""
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+
+
 def requeue_current_job() -> bool:
     """`scontrol requeue $SLURM_JOB_ID` when running in a SLURM job (outside submitit)."""
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -117,27 +128,30 @@ class TrainingJob:
     which resumes from the run's last checkpoint.
     """
 
-    def __init__(self, config: TrainConfig, options: SlurmOptions | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        options: SlurmOptions | None = None,
+        apply_config_changes: bool = False,
+    ) -> None:
         self.config = config
         self.options = options
+        self.apply_config_changes = apply_config_changes
 
     def __call__(self) -> dict[str, Any]:
-        import submitit
-
         from sslspeech.training.trainer import StopFlag, train
 
-        environment = submitit.JobEnvironment()
-        if environment.num_tasks > 1:
-            # torchrun's variables for this task; the GPU is chosen from LOCAL_RANK by the
-            # resolver, whether the task sees one GPU or all of the node's.
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=False, overwrite=True
-            )
+        export_torch_distributed()
         stop = StopFlag().install(STOP_SIGNALS)
         on_checkpoint = None
         if self.config.run.validation == "job" and self.config.data.val_manifest and self.options:
             on_checkpoint = ValidationLauncher(self.config, self.options)
-        summary = train(self.config, stop=stop, on_checkpoint=on_checkpoint)
+        summary = train(
+            self.config,
+            stop=stop,
+            on_checkpoint=on_checkpoint,
+            apply_config_changes=self.apply_config_changes,
+        )
         if summary["status"] == "preempted" and stop.signum is not None:
             # Hand over to submitit's own handler: it calls `checkpoint()` and requeues.
             handler = stop.previous.get(signal.SIGUSR2)
@@ -150,7 +164,9 @@ class TrainingJob:
         """What submitit requeues: this job again (it resumes from last.pt)."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainingJob(self.config, self.options))
+        return submitit.helpers.DelayedSubmission(
+            TrainingJob(self.config, self.options, self.apply_config_changes)
+        )
 
 
 class ValidationLauncher:
@@ -206,11 +222,13 @@ def describe_job(config: TrainConfig, options: SlurmOptions) -> dict[str, Any]:
     }
 
 
-def submit_training(config: TrainConfig, options: SlurmOptions) -> Any:
+def submit_training(
+    config: TrainConfig, options: SlurmOptions, *, apply_config_changes: bool = False
+) -> Any:
     """Submit the training job; returns the submitit job."""
     workdir = Path(config.run.workdir)
     params = options.parameters(name=f"train-{workdir.name}")
     executor = make_executor(workdir / "submitit", options, **params)
-    job = executor.submit(TrainingJob(config, options))
+    job = executor.submit(TrainingJob(config, options, apply_config_changes))
     log.info("submitted training job %s (logs in %s)", job.job_id, workdir / "submitit")
     return job

@@ -13,6 +13,11 @@ _LAZY = {
     "HuBERTConfig": "sslspeech.models.configs",
     "HuBERTPretrainConfig": "sslspeech.models.configs",
     "Encoder": "sslspeech.models.encoder",
+    "MODELS": "sslspeech.models.registry",
+    "ModelSpec": "sslspeech.models.registry",
+    "load_model": "sslspeech.models.registry",
+    "model_class": "sslspeech.models.registry",
+    "model_spec": "sslspeech.models.registry",
 }
 
 __all__ = list(_LAZY)

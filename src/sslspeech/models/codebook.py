@@ -4,11 +4,16 @@ The K codebooks are held as two stacked buffers so that assignment and update ru
 batched operation for every codebook: `sums` (K, V, D), the running sums of assigned targets,
 and `counts` (K, V), the running assignment counts; a codeword is `sums / counts`.
 
-Distributed training: `OnlineCodebooks.update` runs one collective itself,
-`torch.distributed.all_reduce(SUM)` of the batch's per-codeword counts and target sums over
-the default process group, so every rank applies the same update and the codebooks stay
-identical across ranks. `perplexities` all-reduces its sums in the same way. Both are
-skipped when `torch.distributed` is not initialized (single process).
+Updates follow the optimizer, not the forward: in training each forward adds its batch's
+per-codeword counts and target sums to pending statistics (`accumulate`), and
+`apply_update`, called once after each optimizer step, applies their EMA. So K accumulated
+micro-batches on one process update the codebooks exactly as K ranks of one step do.
+
+Distributed training: `apply_update` runs the one collective the model runs itself,
+`torch.distributed.all_reduce(SUM)` of the pending counts and target sums over the default
+process group (one call per optimizer step), so every rank applies the same update and the
+codebooks stay identical across ranks. `perplexities` all-reduces its sums (logged statistics
+only) in the same way. Both are skipped when `torch.distributed` is not initialized.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class OnlineCodebooks(nn.Module):
         init = F.instance_norm(torch.randn(num_codebooks, dim, codebook_size)).transpose(1, 2)
         self.register_buffer("sums", init.contiguous())
         self.register_buffer("counts", torch.ones(num_codebooks, codebook_size))
+        self.pending: Tensor | None = None
+        """Statistics gathered since the last `apply_update` (not model state: empty between
+        optimizer steps, where checkpoints are taken): [codebook, codeword, feature + 1]."""
 
     def extra_repr(self) -> str:
         return f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}, " + (
@@ -78,25 +86,34 @@ class OnlineCodebooks(nn.Module):
         return distances.argmin(-1)
 
     @torch.no_grad()
-    def update(self, targets: Tensor, labels: Tensor) -> None:
-        """Move each assigned codeword towards the mean of its targets (EMA of sums and counts).
-
-        Counts and sums of this batch are all-reduced over the process group (see module
-        docstring); codewords without any assignment anywhere are left unchanged.
+    def accumulate(self, targets: Tensor, labels: Tensor) -> None:
+        """Add a batch's per-codeword counts and target sums to the pending statistics.
 
         Args:
             targets: [codebook, frame, feature]; labels: [codebook, frame] from `assign`.
         """
         if self.decay >= 1.0:
             return
-        onehot = F.one_hot(labels, self.codebook_size).to(targets.dtype)
-        count = onehot.sum(1)
+        # F.one_hot would read the labels' range on the host (a sync); scatter does not.
+        onehot = targets.new_zeros(*labels.shape, self.codebook_size)
+        onehot.scatter_(-1, labels.unsqueeze(-1), 1.0)
+        count = onehot.sum(1, keepdim=True).transpose(1, 2)  # [codebook, codeword, 1]
         memory = torch.bmm(onehot.transpose(1, 2), targets)
-        if _distributed():
-            # One collective for both: [codebook, codeword, feature + 1].
-            packed = torch.cat([memory, count.unsqueeze(-1)], dim=-1)
-            distributed.all_reduce(packed)
-            memory, count = packed[..., :-1], packed[..., -1]
+        packed = torch.cat([memory, count], dim=-1)  # [codebook, codeword, feature + 1]
+        self.pending = packed if self.pending is None else self.pending + packed
+
+    @torch.no_grad()
+    def apply_update(self) -> None:
+        """Move each assigned codeword towards the mean of its pending targets (EMA of sums and
+        counts), then clear them. The pending statistics are all-reduced over the process group
+        first (see module docstring); codewords without any assignment anywhere are unchanged.
+        """
+        if self.pending is None:
+            return
+        # The collective the model runs itself: one all-reduce per optimizer step (module doc).
+        packed = all_reduce_sum(self.pending)
+        self.pending = None
+        memory, count = packed[..., :-1], packed[..., -1]
         alpha = torch.where(count != 0, self.decay, 1.0)
         self.counts.copy_(alpha * self.counts + (1 - alpha) * count)
         alpha, beta = alpha.unsqueeze(-1), (1 - alpha).unsqueeze(-1)
@@ -146,11 +163,10 @@ def perplexities(sums: Tensor, count: int) -> Tensor:
         [...] perplexities, H in bits with log2(p + 1e-8).
     """
     if _distributed():
-        n = torch.tensor(float(count), device=sums.device)
-        distributed.all_reduce(n)
-        sums = sums.clone()
-        distributed.all_reduce(sums)
-        mean = sums / n
+        # One collective for the sums and the frame count (a fill, not a copy from the host).
+        packed = torch.cat([sums.flatten(), sums.new_full((1,), float(count))])
+        distributed.all_reduce(packed)
+        mean = packed[:-1].view_as(sums) / packed[-1]
     else:
         mean = sums / count
     return torch.exp2(-(mean * (mean + PERPLEXITY_EPS).log2()).sum(-1))

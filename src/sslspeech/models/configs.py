@@ -11,9 +11,12 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from sslspeech.errors import ConfigError
+from sslspeech.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 ConvLayers = tuple[tuple[int, int, int], ...]
 
@@ -79,6 +82,24 @@ def _check_types(config: Any) -> None:
             raise ConfigError(f"{field.name} must be an integer; got {value!r}")
         if expected is float and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"{field.name} must be a number; got {value!r}")
+        if expected is float and not math.isfinite(value):
+            raise ConfigError(f"{field.name} must be a finite number; got {value!r}")
+
+
+def _check_sizes(config: Any) -> None:
+    if not config.extractor_conv_layers:
+        raise ConfigError("extractor_conv_layers must have at least one layer")
+    for index, layer in enumerate(config.extractor_conv_layers):
+        if min(layer) < 1:
+            raise ConfigError(
+                f"extractor_conv_layers[{index}] = {list(layer)}: channels, kernel and stride "
+                "must all be >= 1"
+            )
+    for name in ("embed_dim", "ffn_dim", "num_layers", "num_heads", "pos_conv_kernel"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be >= 1; got {getattr(config, name)}")
+    if not config.layer_norm_eps > 0:
+        raise ConfigError(f"layer_norm_eps must be > 0; got {config.layer_norm_eps}")
 
 
 def _check_probabilities(config: Any) -> None:
@@ -148,11 +169,7 @@ class EncoderConfig(ConfigBase):
             )
         if self.frame_rule not in FRAME_RULES:
             raise ConfigError(f"frame_rule must be one of {FRAME_RULES}; got {self.frame_rule!r}")
-        if not self.extractor_conv_layers:
-            raise ConfigError("extractor_conv_layers must have at least one layer")
-        for name in ("embed_dim", "ffn_dim", "num_layers", "num_heads", "pos_conv_kernel"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        _check_sizes(self)
         if self.embed_dim % self.num_heads:
             raise ConfigError(
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
@@ -170,6 +187,20 @@ class EncoderConfig(ConfigBase):
                 f"({self.embed_dim}); set feature_projection=True"
             )
         _check_probabilities(self)
+
+    def min_parameters(self) -> int:
+        """A lower bound of the model's parameter count (weight matrices only), from the config
+        alone: what the weights must hold at least."""
+        conv, channels = 0, 1
+        for out_channels, kernel, _ in self.extractor_conv_layers:
+            conv, channels = conv + channels * out_channels * kernel, out_channels
+        dim = self.embed_dim
+        pos_kernel = self.pos_conv_kernel
+        if self.pos_conv_depth > 1:
+            pos_kernel = self.pos_conv_depth * max(3, self.pos_conv_kernel // self.pos_conv_depth)
+        positional = dim * (dim // self.pos_conv_groups) * pos_kernel
+        layers = self.num_layers * (4 * dim * dim + 2 * dim * self.ffn_dim)
+        return conv + positional + layers
 
     @property
     def conv_channels(self) -> int:
@@ -219,9 +250,10 @@ class HuBERTPretrainConfig(HuBERTConfig):
     sample_rate: int = 16000
     """Waveform sample rate (fairseq `task.sample_rate`)."""
     mask_prob: float = 0.8
-    """Share of frames starting a masked span in training (fairseq `mask_prob`)."""
+    """Share of frames starting a masked span in training (fairseq `mask_prob`): a record of
+    the recipe's masking (the data side draws the masks; the model never reads it)."""
     mask_length: int = 10
-    """Length of each masked span in frames (fairseq `mask_length`)."""
+    """Length of each masked span in frames (fairseq `mask_length`; a record, as `mask_prob`)."""
     feature_grad_mult: float = 0.1
     """Gradient scale of the conv extractor (fairseq `feature_grad_mult`); forward unaffected."""
     feature_penalty_weight: float = 10.0
@@ -242,6 +274,24 @@ class HuBERTPretrainConfig(HuBERTConfig):
             raise ConfigError(f"logit_temp must be > 0; got {self.logit_temp}")
         if self.label_rate is not None and self.label_rate <= 0:
             raise ConfigError(f"label_rate must be > 0 or null; got {self.label_rate}")
+
+    def min_parameters(self) -> int:
+        """The encoder's bound plus the label embeddings and the final projection."""
+        rows = self.num_classes + self.num_special_labels
+        return super().min_parameters() + (rows + self.embed_dim) * self.final_dim
+
+
+def check_weights_fit(config: EncoderConfig, state: dict[str, Tensor], origin: str) -> None:
+    """Refuse a config describing more parameters than the weights hold, before building it
+    (a hostile or mismatched config.json must not allocate gigabytes)."""
+    needed = config.min_parameters()
+    held = sum(tensor.numel() for tensor in state.values())
+    if needed > held:
+        raise CheckpointError(
+            f"{origin}: the config describes a model of at least {needed:,} parameters, but the "
+            f"weights hold only {held:,} values; the config does not belong to these weights "
+            "(nothing was built). Use the config.json that came with the weights."
+        )
 
 
 def base(**overrides: Any) -> HuBERTConfig:

@@ -1,15 +1,16 @@
 """DinoSR: a student encoder predicts, at masked frames, the online-codebook assignment of an
 EMA teacher's layer outputs (Liu et al. 2023), numerically as the `spidr` package computes it.
 
-`loss, stats = m(waveforms, mask=mask, lengths=lengths)`; in train mode the same call updates
-the online codebooks (see `sslspeech.models.codebook` for the all-reduce it runs when
-distributed). The training loop calls `m.update_teacher(step)` after each optimizer step.
+`loss, stats = m(waveforms, mask=mask, lengths=lengths)` (per-frame losses); in train mode the
+same call gathers the online codebooks' statistics. The training loop calls
+`m.update_teacher(step)` once after each optimizer step: it applies the statistics of every
+micro-batch since the last step (all-reduced over the ranks when distributed, the one
+collective the model runs itself: see `sslspeech.models.codebook`) and moves the EMA teacher.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -17,17 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslspeech.errors import ConfigError, DataError
+from sslspeech.errors import ConfigError
 from sslspeech.models.codebook import OnlineCodebooks, PredictionHeads, masked_prediction_loss
 from sslspeech.models.configs import EncoderConfig
 from sslspeech.models.ema import dinosr_ema_decay, ema_update_
-from sslspeech.models.encoder import (
-    Encoder,
-    EncoderModel,
-    Transformer,
-    TransformerOutput,
-    padding_mask,
-)
+from sslspeech.models.encoder import Encoder, EncoderModel, Transformer, TransformerOutput
+from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,9 +58,10 @@ class DinoSRConfig(EncoderConfig):
     """From this step the teacher is frozen (decay 1) and the conv extractor and projection stop
     training (fairseq `freeze_teacher_step`)."""
     mask_prob: float = 0.8
-    """Span-start probability of the masks drawn when train-mode `forward` gets no mask."""
+    """Span-start probability of the training masks: a record of the recipe's `[masking]`
+    (the data side draws the masks; the model never reads it)."""
     mask_length: int = 10
-    """Span length (frames) of those masks."""
+    """Span length (frames) of the training masks (a record, as `mask_prob`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ema_exclude_layers", tuple(self.ema_exclude_layers))
@@ -93,6 +90,11 @@ class DinoSRConfig(EncoderConfig):
                 f"ema_exclude_layers must be a list of name prefixes; got {self.ema_exclude_layers}"
             )
 
+    def min_parameters(self) -> int:
+        """The encoder's bound plus the K prediction heads and codebooks (V x D each)."""
+        codebooks = self.num_codebooks * self.codebook_size * self.embed_dim
+        return super().min_parameters() + 2 * codebooks
+
 
 INSTANCE_NORM_EPS = 1e-5
 
@@ -116,31 +118,6 @@ def mask_from_indices(indices: Tensor, num_frames: int) -> Tensor:
     bool mask."""
     mask = torch.zeros(indices.shape[0], num_frames, dtype=torch.bool, device=indices.device)
     return mask.scatter_(1, indices.long(), True)
-
-
-class _SelectRows(torch.autograd.Function):
-    """`x.index_select(0, index)` for unique indices, whose backward writes the gradient rows
-    (index_put_) instead of accumulating them (index_add_, ~100x slower on CPU)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(index)
-        ctx.num_rows = x.shape[0]
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (index,) = ctx.saved_tensors
-        out = grad.new_zeros((ctx.num_rows, *grad.shape[1:]))
-        return out.index_put_((index,), grad), None
-
-
-def select_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Rows `index` (unique) of `x` [row, ...], with a fast backward."""
-    if not x.requires_grad:
-        return x.index_select(0, index)
-    out: Tensor = _SelectRows.apply(x, index)
-    return out
 
 
 def _init_transformer_(module: nn.Module) -> None:
@@ -173,8 +150,10 @@ class DinoSR(EncoderModel):
     config: DinoSRConfig
     current_step: Tensor
 
-    def __init__(self, config: DinoSRConfig) -> None:
+    def __init__(self, config: DinoSRConfig | None = None) -> None:
+        """`config` None: the Base preset."""
         super().__init__()
+        config = self.config_class() if config is None else config
         self.config = config
         self.encoder = Encoder(config)
         self.encoder.transformer.zero_padding = False  # as the reference (see Transformer)
@@ -211,18 +190,6 @@ class DinoSR(EncoderModel):
         self.teacher.eval()
         return self
 
-    @classmethod
-    def adapt_checkpoint(cls, loaded: Any) -> Any:
-        """A SpidR-layout checkpoint without config.json may hold either model (same layout):
-        accepted by both classes."""
-        from sslspeech.interop.spidr import WEIGHTS_ONLY
-
-        if loaded.format != WEIGHTS_ONLY or loaded.model_type not in ("spidr", "dinosr"):
-            return super().adapt_checkpoint(loaded)
-        fields = {field.name for field in dataclasses.fields(cls.config_class)}
-        config = {key: value for key, value in loaded.config.items() if key in fields}
-        return dataclasses.replace(loaded, model_type=cls.model_type, config=config)
-
     # ----------------------------------------------------------------------------- teacher
 
     def ema_decay(self, step: int) -> float:
@@ -240,11 +207,13 @@ class DinoSR(EncoderModel):
 
     @torch.no_grad()
     def update_teacher(self, step: int) -> float:
-        """EMA update of the teacher towards the student for `step`; returns the decay used.
+        """After optimizer step `step`: apply the codebook statistics gathered since the last
+        step, then the EMA update of the teacher towards the student; returns the decay used.
 
         Records `step` in `current_step`; from `freeze_step` on freezes the extractor. Parameters
         under `ema_exclude_layers` (and buffers) are copied; nothing moves when decay is 0 or 1.
         """
+        self.codebooks.apply_update()
         self.current_step.fill_(step)
         decay = self.ema_decay(step)
         if step >= self.config.freeze_step:
@@ -255,35 +224,39 @@ class DinoSR(EncoderModel):
     # ----------------------------------------------------------------------------- training
 
     def forward(
-        self, waveforms: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None
+        self,
+        waveforms: Tensor,
+        mask: Tensor | MaskedFrames | None = None,
+        lengths: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Per-masked-frame loss [masked frames] (row-major) and stats {"target_ppl", "pred_ppl"}.
+        """Per-masked-frame loss [masked frames] (row-major) and stats {"target_ppl", "pred_ppl"};
+        the caller reduces it (sum and count, or mean).
 
-        `mask` [batch, frame] bool, True = masked (frames replaced by the mask embedding and
-        predicted). None: in train mode a span mask is drawn from `mask_prob`/`mask_length`; in
-        eval mode nothing is masked and every valid frame is predicted. In train mode the call
-        updates the codebooks (assignments made before the update).
+        `mask`: [batch, frame] bool, True = masked (frames replaced by the mask embedding and
+        predicted; lengths are checked here, with host syncs), or the collator's `MaskedFrames`
+        (no host sync). None: nothing is masked and every valid frame is predicted, in eval mode
+        only (masks are drawn by the data side, `sslspeech.data.masking`). In train mode the
+        call gathers codebook statistics, applied by `update_teacher` after the optimizer step.
         """
-        features, frame_lengths = self.encoder.extract(waveforms, lengths)
+        if isinstance(mask, MaskedFrames):
+            features, frame_lengths = self.encoder.feature_extractor(waveforms, lengths)
+        else:
+            features, frame_lengths = self.encoder.extract(waveforms, lengths)
         projection = self.encoder.feature_projection
         feats = projection.layer_norm(features)
         if projection.projection is not None:
             feats = projection.projection(feats)
-        batch, num_frames = feats.shape[:2]
         x = projection.dropout(feats)
-        mask = self._frame_mask(mask, batch, num_frames, frame_lengths)
-        if mask is None:
-            selected = self._valid_frames(batch, num_frames, frame_lengths, feats.device)
-        else:
-            x = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-            selected = mask
-        student = self.student(x, frame_lengths)
-        index = selected.flatten().nonzero().squeeze(1)
+        frames = resolve_mask(mask, x, frame_lengths, self.training)
+        if mask is not None:
+            x = torch.where(frames.mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+        index = frames.unmasked if mask is None else frames.masked
+        student = self.student(x, frame_lengths, padded=frames.padded)
         with torch.no_grad():
-            targets = self._teacher_targets(feats, frame_lengths, index)
+            targets = self._teacher_targets(feats, frame_lengths, index, frames.padded)
             labels = self.codebooks.assign(targets)
             if self.training:
-                self.codebooks.update(targets, labels)
+                self.codebooks.accumulate(targets, labels)
         log_probs = self.heads(self._head_inputs(student, index))
         return masked_prediction_loss(log_probs, labels)
 
@@ -294,54 +267,20 @@ class DinoSR(EncoderModel):
         return x if index is None else select_rows(x, index)
 
     def _teacher_targets(
-        self, feats: Tensor, frame_lengths: Tensor | None, index: Tensor
+        self, feats: Tensor, frame_lengths: Tensor | None, index: Tensor, padded: bool
     ) -> Tensor:
         """Teacher FFN outputs of the last K layers on the unmasked input, instance-normalized
         over time (padding included, as the reference), at the selected frames:
         [codebook, frame, feature] float32."""
-        outputs = self.teacher(feats, frame_lengths).ffn_outputs[-self.num_codebooks :]
-        stacked = torch.stack(outputs).float().flatten(0, 1)  # [K * batch, frame, feature]
+        # Detached (no_grad views of the student's features would still require grad, which
+        # module hooks such as torch's FLOP counter trip over).
+        teacher = self.teacher(feats.detach(), frame_lengths, padded=padded)
+        stacked = torch.stack(teacher.ffn_outputs[-self.num_codebooks :]).float().flatten(0, 1)
         # F.instance_norm exactly as the reference (its statistics decide near-tie codewords
         # and the codebook sums; a two-pass variance drifts ~10x further from the fixtures).
         normed = F.instance_norm(stacked.transpose(1, 2), eps=INSTANCE_NORM_EPS).transpose(1, 2)
         normed = normed.reshape(self.num_codebooks, -1, normed.shape[-1])
         return normed.index_select(1, index)
-
-    @staticmethod
-    def _valid_frames(
-        batch: int, num_frames: int, frame_lengths: Tensor | None, device: torch.device
-    ) -> Tensor:
-        if frame_lengths is None:
-            return torch.ones(batch, num_frames, dtype=torch.bool, device=device)
-        return ~padding_mask(frame_lengths, num_frames)
-
-    def _frame_mask(
-        self, mask: Tensor | None, batch: int, num_frames: int, frame_lengths: Tensor | None
-    ) -> Tensor | None:
-        """The mask to apply, checked and trimmed; None when nothing is masked (eval, no mask)."""
-        device = self.mask_embedding.device
-        if mask is None:
-            if not self.training:
-                return None
-            from sslspeech.data.masking import compute_mask
-
-            mask = compute_mask(
-                (batch, num_frames),
-                self.config.mask_prob,
-                self.config.mask_length,
-                min_masks=2,
-                lengths=frame_lengths,
-                device=device,
-            )
-        mask = torch.as_tensor(mask, device=device)
-        if mask.dtype != torch.bool or mask.ndim != 2 or mask.shape[0] != batch:
-            raise DataError(
-                f"mask must be (batch={batch}, frames={num_frames}) bool, True = masked; got "
-                f"{mask.dtype} {tuple(mask.shape)} (for frame indices use mask_from_indices)"
-            )
-        if mask.shape[1] < num_frames:
-            raise DataError(f"mask has {mask.shape[1]} frames; the waveforms give {num_frames}")
-        return mask[:, :num_frames]
 
     # ----------------------------------------------------------------------------- units
 

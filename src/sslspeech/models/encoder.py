@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from sslspeech.errors import ConfigError, DataError
 from sslspeech.models.compiled_conv import apply_conv
 from sslspeech.models.configs import EncoderConfig
+from sslspeech.models.dropin import lengths_from_attention_mask, native_state_dict_pre_hook
 from sslspeech.models.pretrained import Pretrained
 
 
@@ -348,14 +349,19 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
 
     def forward(
-        self, x: Tensor, lengths: Tensor | None = None, num_layers: int | None = None
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        num_layers: int | None = None,
+        *,
+        padded: bool | None = None,
     ) -> TransformerOutput:
         """[batch, frame, feature] (+ valid frames [batch]) -> TransformerOutput.
 
-        With `lengths`, padding frames are zeroed first and masked as attention keys (None: no
-        padding, SDPA without a mask). `num_layers` stops after that many layers (1-based, no
-        final norm unless all layers run). In training, layer drop skips a layer's update of
-        `x`; its outputs are still listed (as SpidR does). No host syncs: it compiles whole.
+        Padding frames are zeroed first and masked as attention keys. `num_layers` stops after
+        that many layers (1-based, no final norm unless all layers run). In training, layer drop
+        skips a layer's update of `x`; its outputs are still listed (as SpidR does). `padded`:
+        whether any row is shorter than x (None: read from `lengths`, a host sync).
         """
         total = len(self.layers)
         if num_layers is None:
@@ -365,9 +371,12 @@ class Transformer(nn.Module):
         attn_mask = None
         if lengths is not None:
             pad = padding_mask(lengths, x.shape[1])
-            if self.zero_padding:
-                x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-            attn_mask = (~pad)[:, None, None, :]
+            if bool(pad.any()) if padded is None else padded:
+                if self.zero_padding:
+                    x = x.masked_fill(pad.unsqueeze(-1), 0.0)
+                attn_mask = (~pad)[:, None, None, :]
+            else:
+                lengths = None
         x = x + self.pos_conv_embed(x, lengths)
         if not self.config.layer_norm_first:
             x = self.layer_norm(x)
@@ -483,6 +492,11 @@ class EncoderModel(Pretrained):
 
     encoder: Encoder
 
+    def __init__(self) -> None:
+        super().__init__()
+        # load_state_dict also takes fairseq / s3prl / torchaudio / HF / spidr state dicts.
+        self.register_load_state_dict_pre_hook(native_state_dict_pre_hook)
+
     @property
     def num_layers(self) -> int:
         """Number of transformer layers."""
@@ -498,9 +512,13 @@ class EncoderModel(Pretrained):
         lengths: Tensor | None = None,
         num_layers: int | None = None,
         before_residual: bool = True,
+        *,
+        attention_mask: Tensor | None = None,
     ) -> list[Tensor]:
         """One [batch, frame, feature] tensor per layer 1..num_layers: the feed-forward output
-        before the residual add (True) or the full layer output (False). Never the final norm."""
+        before the residual add (True) or the full layer output (False). Never the final norm.
+        `attention_mask` (HF convention, 1 = valid sample) may replace `lengths`."""
+        lengths = lengths_from_attention_mask(attention_mask, lengths, waveforms)
         out = self.encoder(waveforms, lengths, num_layers)
         return out.ffn_outputs if before_residual else out.layer_outputs
 

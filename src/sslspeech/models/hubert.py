@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from sslspeech.errors import DataError
 from sslspeech.models.configs import HuBERTConfig, HuBERTPretrainConfig
-from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput, padding_mask
+from sslspeech.models.dropin import lengths_from_attention_mask
+from sslspeech.models.encoder import Encoder, EncoderModel, EncoderOutput
+from sslspeech.models.masked import MaskedFrames, resolve_mask, select_rows
 from sslspeech.models.pretrained import Pretrained
 
 
@@ -22,14 +24,24 @@ class HuBERT(EncoderModel):
     model_type = "hubert"
     config_class = HuBERTConfig
 
-    def __init__(self, config: HuBERTConfig) -> None:
+    def __init__(self, config: HuBERTConfig | None = None) -> None:
+        """`config` None: HuBERT Base."""
         super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
+        self.config = HuBERTConfig() if config is None else config
+        self.encoder = Encoder(self.config)
 
-    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """[batch, sample] (+ valid samples [batch]) -> [batch, frame, feature]."""
-        return self.encode(waveforms, lengths)
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """[batch, sample] (+ valid samples [batch], or an HF `attention_mask` [batch, sample]
+        with 1 = valid sample) -> [batch, frame, feature]."""
+        return self.encode(
+            waveforms, lengths_from_attention_mask(attention_mask, lengths, waveforms)
+        )
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:
@@ -72,24 +84,44 @@ class PretrainOutput(NamedTuple):
     encoder: EncoderOutput
     """Encoder outputs of the masked input."""
     mask: Tensor
-    """[batch, frame] bool mask used (trimmed to the frames in use)."""
+    """[batch, frame] bool mask used (trimmed to the frames in use, padding never masked)."""
+
+
+class PretrainLoss(NamedTuple):
+    """One batch's masked-prediction loss as a sum: the caller reduces (total / num_frames)."""
+
+    total: Tensor
+    """Scalar: the weighted cross-entropy sums (+ feature penalty) over the counted frames."""
+    num_frames: int
+    """Frames the sum covers: masked (+ unmasked when `pred_nomask_weight` > 0)."""
+    stats: dict[str, Tensor]
+    """Detached per-frame means `loss_m`, `loss_u`, accuracies `acc_m`, `acc_u`, `features_pen`."""
 
 
 class HuBERTPretrain(HuBERT):
     """HuBERT with mask embedding, final projection and label embeddings:
-    `loss, stats = m(waveforms, labels, mask=mask, lengths=lengths)`."""
+    `total, num_frames, stats = m(waveforms, labels, mask=mask, lengths=lengths)`."""
 
     model_type = "hubert_pretrain"
     config_class = HuBERTPretrainConfig
     config: HuBERTPretrainConfig
 
-    def __init__(self, config: HuBERTPretrainConfig) -> None:
+    def __init__(self, config: HuBERTPretrainConfig | int | None = None) -> None:
+        """`config` None: HuBERT Base with 500 classes; an int: Base with that many classes
+        (minimal_hubert's `HuBERTPretrain(num_classes)`)."""
+        if config is None:
+            config = HuBERTPretrainConfig()
+        elif not isinstance(config, HuBERTPretrainConfig):
+            config = HuBERTPretrainConfig(num_classes=config)
         super().__init__(config)
         self.mask_embedding = nn.Parameter(torch.empty(config.embed_dim).uniform_())
         self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
         rows = config.num_special_labels + config.num_classes
         self.label_embeddings = nn.Parameter(torch.empty(rows, config.final_dim))
         nn.init.uniform_(self.label_embeddings)
+        rate = config.label_rate or 0.0
+        self.labels_per_frame = rate * config.samples_per_frame / config.sample_rate
+        """Labels per conv frame, r of `align_labels` (worked out once: not in the forward)."""
 
     @classmethod
     def adapt_checkpoint(cls, loaded: Any) -> Any:
@@ -100,16 +132,20 @@ class HuBERTPretrain(HuBERT):
         self,
         waveforms: Tensor,
         labels: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | MaskedFrames | None = None,
         lengths: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Masked-prediction loss (scalar) and detached stats.
+        *,
+        attention_mask: Tensor | None = None,
+    ) -> PretrainLoss:
+        """Summed masked-prediction loss, the frames it covers and detached stats.
 
-        loss = (w_m * CE_masked_sum + w_u * CE_unmasked_sum + w_pen * features_pen * n) / n with
-        n = n_masked (+ n_unmasked when `pred_nomask_weight` > 0), as fairseq's HubertCriterion.
-        `labels` are cluster ids 0..K-1 at the config's label rate; `mask` [batch, frame] bool
-        (None: drawn with `sslspeech.data.masking.compute_mask` from the config).
+        total = w_m * CE_masked_sum + w_u * CE_unmasked_sum + w_pen * features_pen * count, with
+        count = n_masked (+ n_unmasked when `pred_nomask_weight` > 0): fairseq HubertCriterion's
+        loss and sample_size (its loss per frame is total / count). `labels`, `mask`: see
+        `compute_logits`. An HF `attention_mask` [batch, sample] (1 = valid sample) may replace
+        `lengths`.
         """
+        lengths = lengths_from_attention_mask(attention_mask, lengths, waveforms)
         out = self.compute_logits(waveforms, labels, mask, lengths)
         cfg = self.config
         zeros_m = out.logit_m.new_zeros(out.logit_m.shape[0], dtype=torch.long)
@@ -117,39 +153,46 @@ class HuBERTPretrain(HuBERT):
         loss_m = F.cross_entropy(out.logit_m.float(), zeros_m, reduction="sum")
         loss_u = F.cross_entropy(out.logit_u.float(), zeros_u, reduction="sum")
         n_masked, n_unmasked = out.logit_m.shape[0], out.logit_u.shape[0]
-        loss = out.features_pen.new_zeros(())
-        sample_size = 0
+        total = out.features_pen.new_zeros(())
+        count = 0
         if cfg.pred_masked_weight > 0:
-            loss = loss + cfg.pred_masked_weight * loss_m
-            sample_size += n_masked
+            total = total + cfg.pred_masked_weight * loss_m
+            count += n_masked
         if cfg.pred_nomask_weight > 0:
-            loss = loss + cfg.pred_nomask_weight * loss_u
-            sample_size += n_unmasked
+            total = total + cfg.pred_nomask_weight * loss_u
+            count += n_unmasked
         if cfg.feature_penalty_weight != 0:
-            loss = loss + cfg.feature_penalty_weight * out.features_pen * sample_size
-        loss = loss / max(sample_size, 1)
+            total = total + cfg.feature_penalty_weight * out.features_pen * count
         stats = {
             "loss_m": loss_m.detach() / max(n_masked, 1),
             "loss_u": loss_u.detach() / max(n_unmasked, 1),
             "acc_m": _accuracy(out.logit_m),
             "acc_u": _accuracy(out.logit_u),
             "features_pen": out.features_pen.detach(),
-            "n_masked": torch.tensor(n_masked),
-            "n_unmasked": torch.tensor(n_unmasked),
         }
-        return loss, stats
+        return PretrainLoss(total, count, stats)
 
     def compute_logits(
         self,
         waveforms: Tensor,
         labels: Tensor,
-        mask: Tensor | None = None,
+        mask: Tensor | MaskedFrames | None = None,
         lengths: Tensor | None = None,
     ) -> PretrainOutput:
         """Logits of masked and unmasked valid frames (fairseq `logit_m_list[0]` /
-        `logit_u_list[0]`, torchaudio `logit_m` / `logit_u`)."""
+        `logit_u_list[0]`, torchaudio `logit_m` / `logit_u`).
+
+        `labels` are cluster ids 0..K-1 at the config's label rate. `mask`: [batch, frame] bool
+        (True = masked; lengths and labels are checked here, with host syncs) or the collator's
+        `MaskedFrames` (checked by the data side: no host sync); None: nothing is masked, in
+        eval mode only (masks are drawn by the data side, `sslspeech.data.masking`).
+        """
         cfg = self.config
-        features, _ = self.encoder.extract(waveforms, lengths)
+        if isinstance(mask, MaskedFrames):
+            features, _ = self.encoder.feature_extractor(waveforms)
+        else:
+            features, _ = self.encoder.extract(waveforms, lengths)
+            _check_labels(labels, cfg.num_classes)
         if self.training and cfg.feature_grad_mult != 1.0:
             if cfg.feature_grad_mult > 0:
                 features = _GradMultiply.apply(features, cfg.feature_grad_mult)
@@ -163,16 +206,14 @@ class HuBERTPretrain(HuBERT):
             frame_lengths = self.encoder.feature_extractor.frame_lengths(
                 lengths, waveforms.shape[1], num_frames
             ).clamp(max=num_frames)
-        mask = self._frame_mask(mask, features.shape[0], num_frames, frame_lengths)
+        frames = resolve_mask(mask, features, frame_lengths, self.training)
         x = self.encoder.feature_projection(features)
-        x = torch.where(mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
-        encoded = self.encoder.transformer(x, frame_lengths)
-        valid = torch.ones_like(mask)
-        if frame_lengths is not None:
-            valid = ~padding_mask(frame_lengths, num_frames)
-        targets = labels + cfg.num_special_labels
-        logit_m = self._logits(encoded.output[mask & valid], targets[mask & valid])
-        logit_u = self._logits(encoded.output[~mask & valid], targets[~mask & valid])
+        x = torch.where(frames.mask.unsqueeze(-1), self.mask_embedding.to(x.dtype), x)
+        encoded = self.encoder.transformer(x, frame_lengths, padded=frames.padded)
+        output = encoded.output.flatten(0, 1)
+        targets = (labels + cfg.num_special_labels).flatten()
+        logit_m = self._logits(select_rows(output, frames.masked), targets[frames.masked])
+        logit_u = self._logits(select_rows(output, frames.unmasked), targets[frames.unmasked])
         enc = EncoderOutput(
             encoded.output,
             encoded.layer_outputs,
@@ -181,7 +222,7 @@ class HuBERTPretrain(HuBERT):
             frame_lengths,
             features,
         )
-        return PretrainOutput(logit_m, logit_u, features_pen, enc, mask)
+        return PretrainOutput(logit_m, logit_u, features_pen, enc, frames.mask)
 
     def align_labels(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """fairseq `forward_targets`: with r = label_rate * samples_per_frame / sample_rate, trim
@@ -193,8 +234,6 @@ class HuBERTPretrain(HuBERT):
                 f"labels must be (batch, time) with batch {features.shape[0]}; got "
                 f"{tuple(labels.shape)}"
             )
-        if bool(((labels < 0) | (labels >= cfg.num_classes)).any()):
-            raise DataError(f"labels must be cluster ids in [0, {cfg.num_classes})")
         num_frames = features.shape[1]
         if cfg.label_rate is None:
             if labels.shape[1] != num_frames:
@@ -203,35 +242,12 @@ class HuBERTPretrain(HuBERT):
                     "exactly one label per frame (label_rate is null)"
                 )
             return features, labels
-        ratio = cfg.label_rate * cfg.samples_per_frame / cfg.sample_rate
+        ratio = self.labels_per_frame
         if ratio * num_frames > labels.shape[1]:
             num_frames = int(labels.shape[1] / ratio)
             features = features[:, :num_frames]
         index = (torch.arange(num_frames, device=labels.device).float() * ratio).long()
         return features, labels[:, index]
-
-    def _frame_mask(
-        self, mask: Tensor | None, batch: int, num_frames: int, frame_lengths: Tensor | None
-    ) -> Tensor:
-        if mask is None:
-            if not self.training:
-                raise DataError("pass mask=(batch, frame) bool in eval mode")
-            from sslspeech.data.masking import compute_mask
-
-            mask = compute_mask(  # fairseq HubertModel.apply_mask uses min_masks=2
-                (batch, num_frames),
-                self.config.mask_prob,
-                self.config.mask_length,
-                min_masks=2,
-                lengths=frame_lengths,
-                device=self.mask_embedding.device,
-            )
-        mask = torch.as_tensor(mask, device=self.mask_embedding.device).bool()
-        if mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < num_frames:
-            raise DataError(
-                f"mask must be (batch={batch}, frames>={num_frames}) bool; got {tuple(mask.shape)}"
-            )
-        return mask[:, :num_frames]
 
     def _logits(self, x: Tensor, targets: Tensor) -> Tensor:
         """Cosine similarity / logit_temp of final_proj(x) with the positive row (column 0) and
@@ -247,6 +263,14 @@ class HuBERTPretrain(HuBERT):
         same = (embeddings.unsqueeze(1) == embeddings.unsqueeze(0)).all(-1)
         negatives = sims.masked_fill(same[targets], float("-inf"))
         return torch.cat([positive, negatives], dim=1).to(proj.dtype)
+
+
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    """Labels are cluster ids in [0, num_classes) (a host sync; the trainer's collator checks
+    them on the CPU instead)."""
+    labels = torch.as_tensor(labels)
+    if bool(((labels < 0) | (labels >= num_classes)).any()):
+        raise DataError(f"labels must be cluster ids in [0, {num_classes})")
 
 
 def _accuracy(logits: Tensor) -> Tensor:

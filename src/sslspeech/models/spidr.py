@@ -11,9 +11,10 @@ import torch
 from torch import Tensor
 
 from sslspeech.errors import ConfigError
-from sslspeech.models.dinosr import DinoSR, DinoSRConfig, select_rows
+from sslspeech.models.dinosr import DinoSR, DinoSRConfig
 from sslspeech.models.ema import spidr_ema_decay
 from sslspeech.models.encoder import TransformerOutput
+from sslspeech.models.masked import select_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,12 +50,13 @@ class SpidR(DinoSR):
     config_class: ClassVar[Any] = SpidRConfig
     config: SpidRConfig
 
-    def __init__(self, config: SpidRConfig) -> None:
+    def __init__(self, config: SpidRConfig | None = None) -> None:
+        """`config` None: SpidR Base."""
         super().__init__(config)
         # The student's last norm never reaches the loss: frozen, as in the reference.
         last_norm = (
             self.student.layer_norm
-            if config.layer_norm_first
+            if self.config.layer_norm_first
             else self.student.layers[-1].final_layer_norm
         )
         last_norm.requires_grad_(False)

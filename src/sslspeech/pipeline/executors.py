@@ -1,32 +1,65 @@
-"""Where a stage runs: this process, or a SLURM job submitted with submitit."""
+"""Where a stage runs: this process, or a SLURM job submitted with submitit; the shards of a
+per-utterance stage run as local processes or as a SLURM job array."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sslspeech.errors import ConfigError, SSLSpeechError
-from sslspeech.pipeline.recipe import SlurmRequest
+from sslspeech.pipeline.recipe import StageResources
 from sslspeech.pipeline.stage import Stage, StageContext
+from sslspeech.pipeline.state import shard_marker
 
 log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Runs each stage function in the calling process."""
+    """Runs each stage function in the calling process; the shards of a sharded stage in
+    `workers` local processes (default: one per core)."""
 
     name = "local"
 
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+
     def execute(self, stage: Stage, context: StageContext) -> dict[str, Any]:
+        if stage.shard_count is not None:
+            from sslspeech.features.extract import run_shards
+
+            jobs = shard_jobs(stage, context)
+            run_shards(run_shard, jobs, workers=min(self.workers, len(jobs)))
         return dict(stage.function(context))
 
 
 def call_stage(stage: Stage, context: StageContext) -> dict[str, Any]:
     """The job body on a SLURM node (module level so that submitit can pickle it)."""
     return dict(stage.function(context))
+
+
+def run_shard(stage: Stage, context: StageContext) -> dict[str, Any]:
+    """One shard of a sharded stage (in a local process or an array job); once it is done, its
+    marker file says so to `pipeline status`."""
+    results = dict(stage.function(context))
+    assert context.shard is not None  # set by shard_jobs
+    marker = shard_marker(context.run_dir, context.name, context.shard, context.num_shards)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return results
+
+
+def shard_jobs(stage: Stage, context: StageContext) -> list[tuple[Stage, StageContext]]:
+    """(stage, context of shard i) for every shard not done yet (a resumed stage skips the rest)."""
+    return [
+        (stage, dataclasses.replace(context, shard=shard))
+        for shard in range(context.num_shards)
+        if not shard_marker(context.run_dir, context.name, shard, context.num_shards).is_file()
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +71,7 @@ class SlurmExecutor:
     """
 
     folder: Path
-    resources: Mapping[str, SlurmRequest]
+    resources: Mapping[str, StageResources]
     account: str = ""
     partition: str = ""
     qos: str = ""
@@ -54,9 +87,24 @@ class SlurmExecutor:
             raise ConfigError(
                 "the slurm executor needs submitit: pip install 'sslspeech[train]'"
             ) from error
-        request = self.resources.get(stage.resources) or SlurmRequest()
+        request = self.resources.get(stage.resources) or StageResources()
         if stage.resources == "train":
             return self._train(context, request)
+        executor = self._executor(submitit, stage, request)
+        if stage.shard_count is not None:
+            return self._array(executor, stage, context, request)
+        job = executor.submit(call_stage, stage, context)
+        log.info("stage %s: submitted job %s (%s)", stage.name, job.job_id, executor.cluster)
+        try:
+            return dict(job.result())
+        except Exception as error:
+            raise SSLSpeechError(
+                f"stage {stage.name!r}: job {job.job_id} failed; logs in {self.folder / stage.name}"
+                f": {error}"
+            ) from error
+
+    def _executor(self, submitit: Any, stage: Stage, request: StageResources) -> Any:
+        """A submitit executor with the stage's resources (one task per job)."""
         executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
         parameters: dict[str, Any] = {
             "name": f"sslspeech-{stage.name}",
@@ -78,20 +126,34 @@ class SlurmExecutor:
             parameters.update({key: value for key, value in slurm_only.items() if value})
             parameters.update(self.extra)
         executor.update_parameters(**parameters)
-        job = executor.submit(call_stage, stage, context)
-        log.info("stage %s: submitted job %s (%s)", stage.name, job.job_id, executor.cluster)
-        try:
-            return dict(job.result())
-        except Exception as error:
-            raise SSLSpeechError(
-                f"stage {stage.name!r}: job {job.job_id} failed; logs in {self.folder / stage.name}"
-                f": {error}"
-            ) from error
+        return executor
 
-    def _train(self, context: StageContext, request: SlurmRequest) -> dict[str, Any]:
+    def _array(
+        self, executor: Any, stage: Stage, context: StageContext, request: StageResources
+    ) -> dict[str, Any]:
+        """The shards not done yet as one job array, waited for; then the finish here."""
+        from sslspeech.features.extract import ShardsFailedError, run_shards
+
+        jobs = shard_jobs(stage, context)
+        log.info(
+            "stage %s: %d of %d shards as a job array (%s)",
+            stage.name,
+            len(jobs),
+            context.num_shards,
+            executor.cluster,
+        )
+        try:
+            run_shards(run_shard, jobs, executor=executor, threads=request.cpus_per_task)
+        except ShardsFailedError as error:
+            raise SSLSpeechError(
+                f"stage {stage.name!r}: {error}; logs in {self.folder / stage.name}"
+            ) from error
+        return dict(stage.function(context))
+
+    def _train(self, context: StageContext, request: StageResources) -> dict[str, Any]:
         """Training goes through the training launcher (DDP tasks, requeue on preemption)."""
         from sslspeech.launch.slurm import SlurmOptions
-        from sslspeech.pipeline.tasks import submit_training
+        from sslspeech.pipeline.tasks import train_model_on_slurm
 
         options = SlurmOptions(
             account=self.account or None,
@@ -104,4 +166,4 @@ class SlurmExecutor:
             partition=self.partition or None,
             cluster=self.cluster,
         )
-        return dict(submit_training(context, options))
+        return dict(train_model_on_slurm(context, options))

@@ -1,23 +1,23 @@
 """The recipe TOML: what corpus, which targets, which training configs, where to run.
 
 Relative paths in a recipe are resolved against the recipe file's directory. Unknown keys are
-errors that name the key and suggest the closest valid one; dotted overrides
-(`mfcc.k=50`, `it1.overrides.max_steps=200`) are applied before validation.
+errors that name the key, its line and the closest valid key (`sslspeech.utils.tomlconfig`);
+dotted overrides (`mfcc.k=50`, `it1.overrides.run.max_steps=200`) are applied before
+validation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from sslspeech.errors import ConfigError
+from sslspeech.training.config import TrainConfig, load_config
+from sslspeech.utils.tomlconfig import build, file_place, read_toml, split_override
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,8 +77,9 @@ class KMeansConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """One pretraining run: a training TOML and overrides (`sslspeech train CONFIG key=value`)."""
+class IterationConfig:
+    """One pretraining run of the recipe: a training TOML and overrides of its keys (as
+    `sslspeech train CONFIG key=value`), and the layer whose units feed the next iteration."""
 
     config: Path
     """Training config TOML (see configs/)."""
@@ -95,7 +96,7 @@ class StartConfig:
     """Start from an existing checkpoint: its layer's units are the first iteration's targets."""
 
     checkpoint: Path | None = None
-    """Any checkpoint `sslspeech.interop.load_model` reads."""
+    """Any checkpoint `sslspeech.models.load_model` reads."""
     layer: int | None = None
     """Layer (1-based) whose features are clustered; none: the best layer by ABX."""
 
@@ -112,8 +113,11 @@ class AbxConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SlurmRequest:
-    """Resources of one kind of job (submitit parameter names)."""
+class StageResources:
+    """Resources of the SLURM jobs of one kind of stage (`Stage.resources`: cpu, gpu, train),
+    in submitit's parameter names. The pipeline submits cpu/gpu stages with them directly; a
+    train stage goes through the training launcher, whose `SlurmOptions` (the `train --slurm`
+    flags) they are turned into."""
 
     gpus_per_node: int = 0
     cpus_per_task: int = 4
@@ -127,20 +131,27 @@ class ExecutorConfig:
     """Where stages run: this process (`local`) or SLURM jobs (`slurm`, via submitit)."""
 
     name: Literal["local", "slurm"] = "local"
+    shards: int | None = None
+    """Shards of every per-utterance stage (features, transcription): local processes or a
+    SLURM job array; none: one per 5000 utterances of the manifest."""
     cluster: str = ""
     """submitit cluster: "" (auto: slurm when available), "local" (subprocesses), "debug"."""
     account: str = ""
     partition: str = ""
     qos: str = ""
     constraint: str = ""
-    cpu: SlurmRequest = field(default_factory=SlurmRequest)
+    cpu: StageResources = field(default_factory=StageResources)
     """Feature extraction, k-means, transcription, evaluation."""
-    gpu: SlurmRequest = field(default_factory=lambda: SlurmRequest(gpus_per_node=1))
+    gpu: StageResources = field(default_factory=lambda: StageResources(gpus_per_node=1))
     """Layer features and ABX of a model."""
-    train: SlurmRequest = field(
-        default_factory=lambda: SlurmRequest(gpus_per_node=8, cpus_per_task=10, timeout_min=1440)
+    train: StageResources = field(
+        default_factory=lambda: StageResources(gpus_per_node=8, cpus_per_task=10, timeout_min=1440)
     )
     """Pretraining (also validation)."""
+
+    def __post_init__(self) -> None:
+        if self.shards is not None:
+            _positive("executor.shards", self.shards)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,8 +175,8 @@ class Recipe:
     """k-means on MFCC: the first iteration's targets."""
     units: KMeansConfig = field(default_factory=KMeansConfig)
     """k-means on an iteration's best layer: the next iteration's targets."""
-    it1: TrainConfig
-    it2: TrainConfig | None = None
+    it1: IterationConfig
+    it2: IterationConfig | None = None
     start: StartConfig = field(default_factory=StartConfig)
     abx: AbxConfig = field(default_factory=AbxConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -187,10 +198,11 @@ class Recipe:
             return self.before_residual
         return self.kind != "hubert"
 
-    def train_config(self, iteration: int) -> TrainConfig:
-        config = self.it1 if iteration == 1 else self.it2
+    def iteration(self, number: int) -> IterationConfig:
+        """The `[itN]` table."""
+        config = self.it1 if number == 1 else self.it2
         if config is None:
-            raise ConfigError(f"no [it{iteration}] table in the recipe")
+            raise ConfigError(f"no [it{number}] table in the recipe")
         return config
 
 
@@ -201,30 +213,25 @@ def _positive(key: str, value: int) -> None:
 
 def load_recipe(path: Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe TOML; relative paths are taken from its folder."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise ConfigError(f"recipe not found: {path}") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML: {error}") from error
-    for override in overrides:
-        apply_override(data, override)
-    try:
-        return build(Recipe, data, base=path.resolve().parent, where="")
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from error
+    data, lines = read_toml(path, "recipe")
+    overridden = {apply_override(data, override) for override in overrides}
+    in_file = file_place(str(path), lines)
+
+    def place(key: str) -> str:
+        return "command line" if key in overridden else in_file(key)
+
+    return build(Recipe, data, place=place, base=path.resolve().parent)
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set a dotted `key=value` in the nested table; the value is parsed as TOML if it can be."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. mfcc.k=50")
+def apply_override(data: dict[str, Any], override: str) -> str:
+    """Set a dotted `key=value` in the nested table (the value is parsed as TOML if it can be);
+    returns the dotted key of the field it sets."""
+    key, raw = split_override(override, example="mfcc.k=50")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    parts = key.strip().split(".")
+    parts = key.split(".")
     table = data
     for index, part in enumerate(parts[:-1]):
         table = table.setdefault(part, {})
@@ -233,79 +240,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         # keys under a free-form table (training overrides) keep their dots
         if part == "overrides":
             table[".".join(parts[index + 1 :])] = value
-            return
+            return ".".join(parts[: index + 1])
     table[parts[-1]] = value
-
-
-def build(cls: type, table: Mapping[str, Any], *, base: Path, where: str) -> Any:
-    """Make dataclass `cls` from a TOML table, strictly: unknown keys and wrong types are errors."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{where or 'recipe'}] must be a table, got {table!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key in table:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {_dotted(where, close[0])!r}?" if close else ""
-            valid = ", ".join(fields)
-            raise ConfigError(f"unknown key {_dotted(where, key)!r}{hint} (valid: {valid})")
-    values = {
-        key: _convert(hints[key], value, base=base, where=_dotted(where, key))
-        for key, value in table.items()
-    }
-    missing = [
-        _dotted(where, f.name)
-        for f in fields.values()
-        if f.name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"missing required key(s): {', '.join(missing)}")
-    return cls(**values)
-
-
-def _dotted(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _convert(hint: Any, value: Any, *, base: Path, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        inner = [arg for arg in args if arg is not type(None)]
-        return _convert(inner[0], value, base=base, where=where)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, base=base, where=where)  # type: ignore[arg-type]
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where} = {value!r}: expected one of {', '.join(map(repr, args))}")
-        return value
-    if hint is Path:
-        _expect(value, str, where)
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (base / path).resolve()
-    if origin is list:
-        _expect(value, list, where)
-        return [
-            _convert(args[0], item, base=base, where=f"{where}[{i}]")
-            for i, item in enumerate(value)
-        ]
-    if origin is dict:
-        _expect(value, dict, where)
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool):
-        _expect(value, hint, where)
-        return value
-    raise ConfigError(f"{where}: unsupported type {hint}")  # a bug in the recipe schema
-
-
-def _expect(value: Any, kind: type, where: str) -> None:
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        raise ConfigError(f"{where} = {value!r}: expected {kind.__name__}")
+    return key
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -324,42 +261,39 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return result
 
 
-def dump_toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for the resolved recipe (tables, scalars, lists)."""
-    lines: list[str] = []
-    _dump_table(data, [], lines)
-    return "\n".join(lines).strip() + "\n"
+# ----------------------------------------------------------------------------- training
 
 
-def _dump_table(data: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict) or _is_inline(k)}
-    tables = {k: v for k, v in data.items() if k not in scalars}
-    if path and scalars:
-        lines.append(f"\n[{'.'.join(path)}]")
-    for key, value in scalars.items():
-        lines.append(f"{_key(key)} = {_value(value)}")
-    for key, value in tables.items():
-        _dump_table(value, [*path, key], lines)
+def iteration_training_config(
+    config: Path,
+    overrides: Mapping[str, Any],
+    *,
+    workdir: str,
+    manifest: str,
+    val_manifest: str,
+    source: str,
+) -> TrainConfig:
+    """The training config of an iteration: its TOML, the recipe's overrides (errors name
+    `source`), then the pipeline's own paths."""
+    paths = {"run.workdir": workdir, "data.manifest": manifest, "data.val_manifest": val_manifest}
+    return load_config(config, changes={**overrides, **paths}, changes_from=source)
 
 
-def _is_inline(key: str) -> bool:
-    return key == "overrides"
-
-
-def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _value(key)
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")
+def check_training(recipe: Recipe, source: Path) -> None:
+    """Resolve every iteration's training config now, so that a wrong override stops the
+    pipeline at its start (not when the training stage comes); errors name the recipe key."""
+    for number in range(1, recipe.iterations + 1):
+        iteration = recipe.iteration(number)
+        try:
+            iteration_training_config(
+                iteration.config,
+                iteration.overrides,
+                workdir=str(recipe.run_dir / f"it{number}" / "train"),
+                manifest="manifests/train.csv",
+                val_manifest="manifests/val.csv",
+                source=f"it{number}.overrides",
+            )
+        except ConfigError as error:
+            raise ConfigError(
+                f"{source}: [it{number}] training config {iteration.config}: {error}"
+            ) from None

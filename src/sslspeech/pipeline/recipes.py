@@ -13,6 +13,7 @@ checkpoint, and single SpidR/DinoSR runs. Every stage reads and writes files in 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ class _Builder:
     def add(self, stage: Stage) -> Stage:
         self.stages.append(stage)
         return stage
+
+    def sharded(self, stage: Stage) -> Stage:
+        """Add a per-utterance stage, cut into `[executor] shards` (or manifest-sized) shards."""
+        shards = self.recipe.executor.shards
+        params = {**stage.params, **({"shards": shards} if shards is not None else {})}
+        return self.add(replace(stage, params=params, shard_count=tasks.shard_count))
 
     @property
     def abx_params(self) -> dict[str, Any]:
@@ -136,7 +143,7 @@ class _Builder:
                 resources="gpu",
             )
         )
-        self.add(
+        self.sharded(
             Stage(
                 name=f"{prefix}.transcribe",
                 function=tasks.transcribe_units,
@@ -159,17 +166,27 @@ class _Builder:
 
     def merge(self, iteration: int, manifests: dict[str, Path], units: Path, source: str) -> Path:
         folder = self.run / f"it{iteration}" / "labels"
+        config = self.recipe.iteration(iteration)
         self.add(
             Stage(
                 name=f"it{iteration}.merge",
                 function=tasks.merge_labels,
-                inputs={"train": manifests["train"], "val": manifests["val"], "units": units},
+                inputs={
+                    "train": manifests["train"],
+                    "val": manifests["val"],
+                    "units": units,
+                    "config": config.config,
+                },
                 outputs={
                     "train_labels": folder / "train.csv",
                     "val_labels": folder / "val.csv",
                     "targets": self.run / f"it{iteration}" / "targets.json",
                 },
-                params={"from_mfcc": source == "mfcc", "source": source},
+                params={
+                    "from_mfcc": source == "mfcc",
+                    "source": source,
+                    "overrides": config.overrides,
+                },
             )
         )
         return folder
@@ -178,7 +195,7 @@ class _Builder:
     def mfcc_features(self, manifest: Path) -> Path:
         """MFCC features of every utterance, and their ABX score when there is an item file."""
         features = self.run / "mfcc" / "features"
-        self.add(
+        self.sharded(
             Stage(
                 name="mfcc.features",
                 function=tasks.extract_mfcc,
@@ -191,7 +208,7 @@ class _Builder:
 
     def train(self, iteration: int, train: Path, val: Path) -> Path | int | None:
         """train -> validate -> ABX per layer; returns the chosen layer (or the ABX JSON)."""
-        config = self.recipe.train_config(iteration)
+        config = self.recipe.iteration(iteration)
         folder = self.run / f"it{iteration}"
         workdir = folder / "train"
         self.add(
@@ -258,7 +275,7 @@ class _Builder:
             inputs["layer"] = layer
         else:
             params["layer"] = layer
-        self.add(
+        self.sharded(
             Stage(
                 name=f"{prefix}.features",
                 function=tasks.extract_layer_features,

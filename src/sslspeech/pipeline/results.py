@@ -28,13 +28,14 @@ def targets_dir(run_dir: Path, iteration: int) -> Path:
     return run_dir / ("mfcc" if iteration == 1 else f"it{iteration - 1}")
 
 
-def read_json(path: Path) -> Any:
+def read_json_if_exists(path: Path) -> Any:
+    """The JSON content of `path`, None when there is no such file."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def wall_seconds(run_dir: Path) -> float:
     """Time spent by every `pipeline run` on this directory (resumed runs add up)."""
-    plan = read_json(run_dir / PLAN_FILE) or {}
+    plan = read_json_if_exists(run_dir / PLAN_FILE) or {}
     return round(sum(s["ended"] - s["started"] for s in plan.get("sessions", [])), 1)
 
 
@@ -42,7 +43,7 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
     """The results dictionary: wall time, ABX (MFCC and per layer), best layers, PNMI."""
     results: dict[str, Any] = {"wall_seconds": wall_seconds(run_dir)}
     abx: dict[str, Any] = {}
-    mfcc = read_json(run_dir / MFCC_ABX)
+    mfcc = read_json_if_exists(run_dir / MFCC_ABX)
     if mfcc is not None:
         abx["mfcc"] = mfcc["abx"]
         abx["speaker"], abx["context"] = mfcc["speaker"], mfcc["context"]
@@ -53,16 +54,16 @@ def collect_results(run_dir: Path) -> dict[str, Any]:
     quality: dict[str, Any] = {}
     for iteration in (1, 2):
         folder = iteration_dir(run_dir, iteration)
-        layers = read_json(folder / "abx.json")
+        layers = read_json_if_exists(folder / "abx.json")
         if layers is not None:
             abx[f"it{iteration}_layers"] = [entry["abx"] for entry in layers["layers"]]
             abx[f"it{iteration}_best"] = layers["best_abx"]
             best_layer[f"it{iteration}"] = layers["best_layer"]
-        best = read_json(folder / "best.json")
+        best = read_json_if_exists(folder / "best.json")
         if best is not None:
             best_checkpoint[f"it{iteration}"] = best["checkpoint"]
             val_loss[f"it{iteration}"] = best["val_loss"]
-        scores = read_json(targets_dir(run_dir, iteration) / "quality.json")
+        scores = read_json_if_exists(targets_dir(run_dir, iteration) / "quality.json")
         if scores is not None:
             pnmi[f"it{iteration}_targets"] = scores["pnmi"]
             quality[f"it{iteration}_targets"] = scores

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import json
 import logging
 import os
@@ -11,7 +11,7 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,9 +22,11 @@ from sslspeech.pipeline.state import (
     fingerprint,
     hash_inputs,
     read_state,
+    shard_marker,
     write_state,
 )
 from sslspeech.utils.fileio import atomic_open
+from sslspeech.utils.runlock import hold_lock, lock_held
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +92,12 @@ class Runner:
                 self._save_plan(plan)
         return list(states.values())
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        path = self.run_dir / LOCK_FILE
-        with path.open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise SSLSpeechError(
-                    f"another pipeline is running in {self.run_dir} (lock {path}); wait for it "
-                    "or stop it before starting a new one"
-                ) from error
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return hold_lock(
+            self.run_dir / LOCK_FILE,
+            what="pipeline",
+            advice="wait for it or stop that process before starting a new one",
+        )
 
     def _write_plan(self, session: dict[str, Any]) -> dict[str, Any]:
         path = self.run_dir / PLAN_FILE
@@ -177,7 +170,12 @@ class Runner:
         write_state(self.run_dir, state)
         log.info("stage %s: %s", stage.name, "resuming" if resume else "running")
         try:
-            results = self.executor.execute(stage, stage.context(self.run_dir, self.device, resume))
+            context = stage.context(self.run_dir, self.device, resume)
+            if stage.shard_count is not None:
+                context = dataclasses.replace(context, num_shards=stage.shard_count(context))
+                state.shards = context.num_shards
+                write_state(self.run_dir, state)
+            results = self.executor.execute(stage, context)
         except BaseException as error:
             state.status, state.ended = "failed", time.time()
             state.error = "".join(traceback.format_exception_only(error)).strip()
@@ -201,7 +199,8 @@ class Runner:
     def _clean(self, stage: Stage) -> None:
         """Remove what a stale attempt left, but only inside the run directory."""
         root = self.run_dir.resolve()
-        for path in (*stage.outputs.values(), *stage.clean):
+        markers = shard_marker(self.run_dir, stage.name, 0, 1).parent
+        for path in (*stage.outputs.values(), *stage.clean, markers):
             resolved = path.resolve()
             if root not in resolved.parents:
                 continue  # never delete a user's file outside the run directory
@@ -213,13 +212,4 @@ class Runner:
 
 def runner_alive(run_dir: Path) -> bool:
     """True while some process holds the run directory's lock."""
-    path = run_dir / LOCK_FILE
-    if not path.is_file():
-        return False
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return lock_held(run_dir / LOCK_FILE)

@@ -22,6 +22,10 @@ class StageContext:
     device: str = "cpu"
     resume: bool = False
     """True when an earlier attempt with the same inputs did not finish (crash, kill)."""
+    shard: int | None = None
+    """A sharded stage's one shard to do (0-based); None: every shard not yet done, then finish."""
+    num_shards: int = 1
+    """Shards the per-utterance work of a sharded stage is cut into."""
 
 
 StageFunction = Callable[[StageContext], Mapping[str, Any]]
@@ -44,6 +48,10 @@ class Stage:
     """Which SLURM job the stage needs: a CPU job, one GPU, or the training launcher."""
     clean: tuple[Path, ...] = ()
     """Paths removed before a fresh (not resumed) attempt, e.g. a training work directory."""
+    shard_count: Callable[[StageContext], int] | None = None
+    """Per-utterance stages: the number of shards, from the context (module-level function).
+    Each shard runs as `function(context)` with `context.shard` set (a local process or an
+    array job), then `function` once more with `shard=None` finishes (e.g. joins parts)."""
 
     def context(self, run_dir: Path, device: str, resume: bool) -> StageContext:
         return StageContext(

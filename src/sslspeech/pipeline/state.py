@@ -67,6 +67,8 @@ class StageState:
     pid: int | None = None
     host: str = ""
     error: str = ""
+    shards: int = 0
+    """Shards of a sharded stage's latest attempt (0: not sharded); see `shards_done`."""
 
     @property
     def duration(self) -> float | None:
@@ -104,3 +106,14 @@ def write_state(run_dir: Path, state: StageState) -> None:
     with atomic_open(state_path(run_dir, state.name)) as handle:
         json.dump(state.to_dict(), handle, indent=2, sort_keys=True, default=str)
         handle.write("\n")
+
+
+def shard_marker(run_dir: Path, name: str, shard: int, num_shards: int) -> Path:
+    """The file a shard of stage `name` leaves once it is done (what `pipeline status` counts)."""
+    return run_dir / STATE_DIR / f"{name}.shards" / f"shard-{shard:05d}-of-{num_shards:05d}.done"
+
+
+def shards_done(run_dir: Path, name: str, num_shards: int) -> int:
+    """How many of the `num_shards` shards of stage `name` are done."""
+    folder = shard_marker(run_dir, name, 0, num_shards).parent
+    return len(list(folder.glob(f"shard-*-of-{num_shards:05d}.done")))

@@ -9,7 +9,7 @@ from typing import Any
 
 from sslspeech.errors import SSLSpeechError
 from sslspeech.pipeline.runner import PLAN_FILE, runner_alive
-from sslspeech.pipeline.state import read_state
+from sslspeech.pipeline.state import read_state, shards_done
 
 # Key results shown in the table, in this order, when a stage reports them.
 SHOWN_RESULTS = (
@@ -34,6 +34,8 @@ class StageRow:
     duration: float | None
     results: dict[str, Any]
     note: str = ""
+    shards: tuple[int, int] | None = None
+    """(done, total) shards of a sharded stage; None for the others."""
 
 
 def stage_rows(run_dir: Path) -> list[StageRow]:
@@ -50,7 +52,10 @@ def stage_rows(run_dir: Path) -> list[StageRow]:
         status, note = state.status, state.error
         if status == "running" and not alive:
             status, note = "failed", "interrupted (no live runner); rerun to resume"
-        rows.append(StageRow(state.name, status, state.duration, state.results, note))
+        shards = None
+        if state.shards:
+            shards = (shards_done(run_dir, state.name, state.shards), state.shards)
+        rows.append(StageRow(state.name, status, state.duration, state.results, note, shards))
     return rows
 
 
@@ -81,19 +86,24 @@ def format_results(results: dict[str, Any]) -> str:
 
 
 def format_table(rows: list[StageRow]) -> str:
-    """A plain-text table: stage, status, duration, key results."""
-    header = ("stage", "status", "duration", "results")
+    """A plain-text table: stage, status, duration, shards done/total, key results."""
+    header = ("stage", "status", "duration", "shards", "results")
     lines = [
-        (row.name, row.status, format_duration(row.duration), _results_cell(row)) for row in rows
+        (row.name, row.status, format_duration(row.duration), _shards_cell(row), _results_cell(row))
+        for row in rows
     ]
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(3)]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(4)]
     out = []
     for cells in [header, *lines]:
-        head = "  ".join(cell.ljust(width) for cell, width in zip(cells[:3], widths, strict=True))
-        out.append(f"{head}  {cells[3]}".rstrip())
+        head = "  ".join(cell.ljust(width) for cell, width in zip(cells[:4], widths, strict=True))
+        out.append(f"{head}  {cells[4]}".rstrip())
     done = sum(row.status == "done" for row in rows)
     out.append(f"{done}/{len(rows)} stages done")
     return "\n".join(out)
+
+
+def _shards_cell(row: StageRow) -> str:
+    return "-" if row.shards is None else f"{row.shards[0]}/{row.shards[1]}"
 
 
 def _results_cell(row: StageRow) -> str:

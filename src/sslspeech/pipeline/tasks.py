@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from sslspeech.utils.fileio import atomic_open
 log = logging.getLogger(__name__)
 
 Results = Mapping[str, Any]
+
+UTTERANCES_PER_SHARD = 5000
+"""Without `[executor] shards`: LibriSpeech 960 h (281k utterances) is cut into 57 shards."""
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -107,11 +111,33 @@ def split_manifest(context: StageContext) -> Results:
 # ---------------------------------------------------------------------- features and units
 
 
+def shard_count(context: StageContext) -> int:
+    """Shards of a per-utterance stage: `[executor] shards` (the `shards` parameter) when set,
+    else one per `UTTERANCES_PER_SHARD` utterances of its manifest or feature store."""
+    configured = context.params.get("shards")
+    if configured is not None:
+        return int(configured)
+    if "manifest" in context.inputs:
+        from sslspeech.data.manifest import read_manifest
+
+        utterances = len(read_manifest(context.inputs["manifest"]))
+    else:
+        from sslspeech.features import open_store
+
+        utterances = len(open_store(context.inputs["features"]))
+    return max(1, math.ceil(utterances / UTTERANCES_PER_SHARD))
+
+
+def _sharding(context: StageContext) -> dict[str, Any]:
+    """The shard keyword arguments of `extract_features` / `transcribe` for this context."""
+    return {"shard": context.shard, "num_shards": context.num_shards, "device": context.device}
+
+
 def extract_mfcc(context: StageContext) -> Results:
     from sslspeech.features.extract import extract_features
 
     extract_features(
-        context.inputs["manifest"], context.outputs["features"], kind="mfcc", device=context.device
+        context.inputs["manifest"], context.outputs["features"], kind="mfcc", **_sharding(context)
     )
     return {}
 
@@ -128,7 +154,7 @@ def extract_layer_features(context: StageContext) -> Results:
         checkpoint=checkpoint,
         layer=layer,
         before_residual=bool(context.params["before_residual"]),
-        device=context.device,
+        **_sharding(context),
     )
     return {"layer": layer}
 
@@ -153,25 +179,39 @@ def transcribe_units(context: StageContext) -> Results:
         context.inputs["features"],
         context.inputs["kmeans"],
         context.outputs["units"],
-        device=context.device,
+        **_sharding(context),
     )
     return {}
 
 
 def merge_labels(context: StageContext) -> Results:
-    """The training and validation manifests with the units as labels (50 Hz)."""
+    """The training and validation manifests with the units as labels, at the label rate of the
+    iteration's model (50 Hz; 100 Hz MFCC labels with `model.label_rate = 100`)."""
     from sslspeech.units import merge
 
-    from_mfcc = bool(context.params["from_mfcc"])
+    rate = label_rate_of(context)
     for split in ("train", "val"):
         merge(
             context.inputs[split],
             context.inputs["units"],
             context.outputs[f"{split}_labels"],
-            from_mfcc=from_mfcc,
+            from_mfcc=bool(context.params["from_mfcc"]),
+            label_rate=rate,
         )
-    write_json(context.outputs["targets"], {"source": context.params["source"]})
-    return {}
+    write_json(context.outputs["targets"], {"source": context.params["source"], "label_rate": rate})
+    return {"label_rate": rate}
+
+
+def label_rate_of(context: StageContext) -> float:
+    """Labels per second of the training config `inputs["config"]` with `params["overrides"]`
+    (`model.label_rate`; none means one label per 50 Hz frame)."""
+    from sslspeech.training import load_config
+
+    changes = {**context.params["overrides"], "data.manifest": str(context.inputs["train"])}
+    source = f"the recipe's {context.name.split('.')[0]}.overrides"
+    config = load_config(context.inputs["config"], changes=changes, changes_from=source)
+    rate = config.model_config().label_rate
+    return 50.0 if rate is None else float(rate)
 
 
 def unit_quality(context: StageContext) -> Results:
@@ -239,7 +279,7 @@ def score_abx_layers(context: StageContext) -> Results:
     """ABX of every layer (or the listed ones) of a checkpoint; the best layer is the lowest."""
     from sslspeech.evaluation import abx, read_items
     from sslspeech.evaluation.layers import layer_features, model_frame_rate
-    from sslspeech.interop import load_model
+    from sslspeech.models import load_model
 
     params = context.params
     checkpoint = checkpoint_of(context.inputs["checkpoint"])
@@ -276,23 +316,18 @@ def score_abx_layers(context: StageContext) -> Results:
 # ---------------------------------------------------------------------- training
 
 
-def _override(key: str, value: Any) -> str:
-    from sslspeech.training.config import format_toml_value
-
-    return f"{key}={value if isinstance(value, str) else format_toml_value(value)}"
-
-
 def training_config(context: StageContext) -> Any:
     """The training config of a train stage: its TOML, the recipe's overrides, our paths."""
-    from sslspeech.training import load_config
+    from sslspeech.pipeline.recipe import iteration_training_config
 
-    overrides = [_override(k, v) for k, v in context.params["overrides"].items()]
-    overrides += [
-        _override("run.workdir", context.params["workdir"]),
-        _override("data.manifest", str(context.inputs["train"])),
-        _override("data.val_manifest", str(context.inputs["val"])),
-    ]
-    return load_config(context.inputs["config"], overrides)
+    return iteration_training_config(
+        context.inputs["config"],
+        context.params["overrides"],
+        workdir=context.params["workdir"],
+        manifest=str(context.inputs["train"]),
+        val_manifest=str(context.inputs["val"]),
+        source=f"the recipe's {context.name.split('.')[0]}.overrides",
+    )
 
 
 def _training_results(summary: Mapping[str, Any], workdir: str) -> Results:
@@ -311,7 +346,7 @@ def train_model(context: StageContext) -> Results:
     return _training_results(train(training_config(context)), context.params["workdir"])
 
 
-def submit_training(context: StageContext, options: Any) -> Results:
+def train_model_on_slurm(context: StageContext, options: Any) -> Results:
     """The same run as a SLURM job of the training launcher (N nodes x G GPUs, requeued on
     preemption); waits for it. `options` is a `sslspeech.launch.slurm.SlurmOptions`."""
     from sslspeech.launch.slurm import submit_training as submit

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sslspeech.data.audio import SAMPLE_RATE
 from sslspeech.errors import ConfigError, SSLSpeechError
 from sslspeech.synth.lexicon import sentence
 from sslspeech.synth.resample import resample_poly
@@ -41,7 +42,6 @@ from sslspeech.utils.fileio import atomic_open, atomic_path
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_SHIFT = 160  # alignment frames: 10 ms
 SIL = "SIL"
 TRAILING_SILENCE = 0.25  # seconds, so that utterance-final phones have frames

@@ -1,10 +1,12 @@
-"""Training checkpoints: one atomic file per save, `last.pt` / `best.pt` links, pruning, RNGs.
+"""Training checkpoints: the schema of one save (`TrainingCheckpoint`), one atomic file per
+save, `last.pt` / `best.pt` links, pruning, RNG states.
 
-File layout (TEAM.md training-checkpoint contract): a `torch.save` dict of plain containers and
-tensors with `model_type`, `model_config`, `model` (state dict of the bare model: teacher and
-codebooks included), `optimizer`, `scheduler`, `scaler`, `step`, `epoch`, `ranks` (per-rank
-sampler state and RNG states), `config` (the resolved training config). Loading never unpickles
-anything but those (`weights_only=True`).
+File layout (format version 1): a `torch.save` dict of plain containers and tensors with
+`format`, `version`, the model part (`model_type`, `model_config`, `model`: the bare model's
+state dict, teacher and codebooks included; written and read by `sslspeech.interop.native`,
+which `from_pretrained` uses too), `optimizer`, `scheduler`, `scaler`, `step`, `epoch`,
+`world_size`, `ranks` (per-rank sampler state and RNG states) and `config` (the resolved
+training config). Loading never unpickles anything but those (`weights_only=True`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,80 @@ import numpy as np
 import torch
 
 from sslspeech.errors import CheckpointError
-from sslspeech.utils.fileio import atomic_open, atomic_path
+from sslspeech.interop import LoadedCheckpoint
+from sslspeech.interop.native import model_part, read_model_part
+from sslspeech.utils.fileio import atomic_open, atomic_path, nested_nbytes
 
 log = logging.getLogger(__name__)
 
 FORMAT = "sslspeech-training-checkpoint"
+VERSION = 1
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_RUN_KEYS = ("optimizer", "scheduler", "scaler", "step", "epoch", "world_size", "ranks", "config")
+
+
+@dataclass
+class TrainingCheckpoint:
+    """Everything one save holds: the model, the optimizer state and where the run stands."""
+
+    model: LoadedCheckpoint
+    """Model type, model config fields and the bare model's state dict."""
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    step: int
+    """Optimizer steps done."""
+    epoch: int
+    world_size: int
+    """Processes of the run that saved it."""
+    ranks: list[dict[str, Any]]
+    """Per rank: `rank`, `sampler` (state with `position`), `rng` (`capture_rng`), `checksum`."""
+    config: dict[str, Any]
+    """The resolved training config (`TrainConfig.to_dict()`)."""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict `torch.save` writes."""
+        model = model_part(self.model.model_type, self.model.config, self.model.state_dict)
+        run = {key: getattr(self, key) for key in _RUN_KEYS}
+        return {"format": FORMAT, "version": VERSION, **model, **run}
+
+    @classmethod
+    def from_payload(cls, payload: Any, origin: str) -> TrainingCheckpoint:
+        """Read back what `to_payload` wrote (an error naming `origin` otherwise)."""
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{origin} is not an sslspeech training checkpoint (no format={FORMAT!r} key)"
+            )
+        version = payload.get("version", VERSION)
+        missing = [key for key in _RUN_KEYS if key not in payload]
+        if version != VERSION or missing:
+            raise CheckpointError(
+                f"{origin}: training checkpoint of version {version!r} missing {missing}; this "
+                f"sslspeech reads version {VERSION} (use the sslspeech that wrote it)"
+            )
+        model = read_model_part(payload, origin, "training")
+        return cls(model=model, **{key: payload[key] for key in _RUN_KEYS})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """torch.save to a temporary file, then rename: readers never see half a checkpoint."""
+        payload = self.to_payload()
+        with atomic_path(path, expected_bytes=nested_nbytes(payload)) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainingCheckpoint:
+        """Read a training checkpoint on CPU (plain containers and tensors only)."""
+        path = Path(path)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {path} does not exist") from None
+        except Exception as error:  # torch raises several types for truncated or foreign pickles
+            raise CheckpointError(
+                f"cannot read training checkpoint {path}: {error}; delete it to resume from the "
+                "previous one"
+            ) from error
+        return cls.from_payload(payload, str(path))
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -82,31 +153,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """torch.save to a temporary file, then rename: readers never see half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(state), tmp)
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint on CPU (plain containers and tensors only)."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as error:  # torch raises several types for truncated or foreign pickles
-        raise CheckpointError(
-            f"cannot read training checkpoint {path}: {error}; delete it to resume from the "
-            "previous one"
-        ) from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not an sslspeech training checkpoint (no format={FORMAT!r} key)"
-        )
-    return state
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -183,10 +229,10 @@ class CheckpointDir:
         """Whether `step` is a saving step."""
         return step > 0 and step % self.save_every == 0
 
-    def save(self, state: Mapping[str, Any], step: int) -> Path:
+    def save(self, checkpoint: TrainingCheckpoint) -> Path:
         """Write `step_N.pt`, point `last.pt` at it, prune old ones; returns its path."""
-        path = self.path(step)
-        save_checkpoint(state, path)
+        path = self.path(checkpoint.step)
+        checkpoint.save(path)
         link(path, self.last)
         self.prune()
         log.info("saved checkpoint %s", path)

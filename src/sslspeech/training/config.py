@@ -9,25 +9,28 @@ Field docstrings give the fairseq name where one exists.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
-import math
-import tomllib
-import types
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sslspeech.errors import ConfigError
-
-MODEL_TYPES = ("hubert_pretrain", "spidr", "dinosr")
-_MODEL_CONFIG_CLASSES = {
-    "hubert_pretrain": ("sslspeech.models.configs", "HuBERTPretrainConfig"),
-    "spidr": ("sslspeech.models.spidr", "SpidRConfig"),
-    "dinosr": ("sslspeech.models.dinosr", "DinoSRConfig"),
-}
+from sslspeech.errors import ConfigError, UnknownModelTypeError
+from sslspeech.interop.hub import is_remote
+from sslspeech.models.registry import TRAINABLE_TYPES as MODEL_TYPES
+from sslspeech.models.registry import model_spec
+from sslspeech.utils.tomlconfig import (
+    Lines,
+    Place,
+    coerce,
+    dump_toml,
+    field_types,
+    file_place,
+    parse_value,
+    read_toml,
+    required_fields,
+    split_override,
+    suggest,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,15 +50,32 @@ class RunConfig:
     """"inline": validate in the loop; "job": a separate job per checkpoint (SLURM launcher);
     "none": only `sslspeech validate` afterwards."""
     init_from: str | None = None
-    """Checkpoint whose model weights start a new run (a rerun resumes from last.pt instead)."""
+    """Checkpoint that starts a new run (continued pretraining): a file, directory, HF id or
+    URL, any format `from_pretrained` reads. The architecture and the encoder weights come from
+    it; parts it lacks or that change shape start fresh (`sslspeech.training.init`). A rerun
+    resumes from last.pt instead."""
+    init_labels_from: str | None = None
+    """HuBERT: k-means centroids (`sslspeech kmeans` safetensors) that initialize the label
+    embeddings through the final projection (`sslspeech.training.init.label_embeddings`)."""
+    init_fresh: tuple[str, ...] = ()
+    """Name prefixes of tensors that start fresh although `run.init_from` has them, e.g.
+    ["label_embeddings"] for new labels with the same number of clusters."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """"auto": CUDA when available, else CPU."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    profile_steps: tuple[int, int] | None = None
+    """Record a torch.profiler trace of steps [start, end) into WORKDIR/profile/ (Chrome /
+    Perfetto JSON, one file per rank)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_steps")
         _check_non_negative(self, "validate_every")
+        window = self.profile_steps
+        if window is not None and not 0 <= window[0] < window[1]:
+            raise ConfigError(
+                f"run.profile_steps must be [start, end] with 0 <= start < end; got {list(window)}"
+            )
         if not self.workdir:
             raise ConfigError("run.workdir is empty: pass --workdir DIR or run.workdir=DIR")
 
@@ -101,11 +121,18 @@ class DataConfig:
     """Crop at a random offset instead of the start (fairseq `task.random_crop`)."""
     num_buckets: int = 50
     """Length buckets of the batch sampler: batches hold utterances of similar length, so
-    batches are padded (fairseq crops them to the shortest instead, `pad_audio=false`)."""
+    little is padded or cropped (see `batching`)."""
+    batching: Literal["pad", "crop"] = "pad"
+    """"pad": every utterance padded to the batch's longest; "crop": cut to the batch's
+    shortest at a random offset (fairseq `pad_audio=false`, spidr `enable_padding=false`): no
+    padding, so attention takes its unmasked (Flash) path, at the cost of the cropped audio."""
     normalize: bool = False
     """Standardize each waveform to zero mean, unit variance (fairseq `task.normalize`)."""
     num_workers: int = 6
-    """DataLoader worker processes per rank (fairseq `dataset.num_workers`)."""
+    """DataLoader worker processes per rank (fairseq `dataset.num_workers`); they live for the
+    whole run, across epochs."""
+    prefetch_factor: int = 2
+    """Batches each DataLoader worker prepares ahead (with `num_workers` > 0)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_sample_size")
@@ -113,6 +140,7 @@ class DataConfig:
         _check_positive(self, "max_batch_samples")
         _check_positive(self, "num_buckets")
         _check_non_negative(self, "num_workers")
+        _check_positive(self, "prefetch_factor")
         if self.min_sample_size > self.max_sample_size:
             raise ConfigError(
                 f"data.min_sample_size ({self.min_sample_size}) is larger than "
@@ -151,14 +179,20 @@ class ModelConfig:
     """Which model to train; every other key of `[model]` is a field of that model's config
     (see `sslspeech.models.configs`), defaults are the model's (base size)."""
 
-    type: Literal["hubert_pretrain", "spidr", "dinosr"]
-    """Model family: "hubert_pretrain", "spidr" or "dinosr"."""
+    type: str
+    """Model family: a trainable type of `sslspeech.models.registry` ("hubert_pretrain",
+    "spidr", "dinosr")."""
     options: dict[str, Any] = field(default_factory=dict)
     """Fields of the model config, checked by that config class."""
 
-    def build(self) -> Any:
-        """The model's own config object (e.g. `SpidRConfig`)."""
-        return model_config_class(self.type)(**self.options)
+    def build(self, base: Mapping[str, Any] | None = None) -> Any:
+        """The model's own config object (e.g. `SpidRConfig`): the fields of `base` it has
+        (e.g. a checkpoint's config), then `options`."""
+        cls: Any = model_config_class(self.type)
+        if base is None:
+            return cls(**self.options)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({**{k: v for k, v in base.items() if k in names}, **self.options})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +216,13 @@ class OptimConfig:
     """Micro-batches per optimizer step on each rank (fairseq `optimization.update_freq`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Autocast precision; float16 uses a gradient scaler (fairseq `common.fp16`)."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s of one device at `dtype`, for the logged MFU; None: from the table of
+    known GPUs in `sslspeech.training.flops` (no MFU on CPU)."""
+    max_nonfinite_steps: int = 5
+    """Steps in a row whose loss or gradient norm is not finite that are skipped (no update);
+    one more stops the run with an error. float16 overflows, which the gradient scaler skips
+    itself, count only when the loss is not finite."""
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -192,6 +233,9 @@ class OptimConfig:
         _check_non_negative(self, "weight_decay")
         _check_non_negative(self, "clip_norm")
         _check_positive(self, "accumulation")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise ConfigError(f"optim.peak_tflops must be > 0; got {self.peak_tflops}")
+        _check_non_negative(self, "max_nonfinite_steps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,9 +284,13 @@ class DistributedConfig:
     `find_unused_parameters`)."""
     timeout_minutes: int = 30
     """Collective timeout."""
+    stop_check_every: int = 10
+    """Steps between the all-reduce that tells every rank a stop signal (preemption, time
+    limit) arrived; also checked at every checkpoint step."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "timeout_minutes")
+        _check_positive(self, "stop_check_every")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +307,9 @@ class LoggingConfig:
     """wandb mode."""
     tensorboard: bool = False
     """Also write TensorBoard events under WORKDIR/tensorboard (fairseq `tensorboard_logdir`)."""
+    mfu: bool = True
+    """Count the model's FLOPs per audio-second once at start (torch's FLOP counter) and log
+    `tflops_per_gpu` and `mfu` (with a known GPU's peak or `optim.peak_tflops`)."""
 
     def __post_init__(self) -> None:
         _check_positive(self, "log_every")
@@ -295,10 +346,11 @@ class TrainConfig:
             "normalize_input": ("data.normalize", self.data.normalize),
         }
 
-    def model_config(self) -> Any:
-        """The model's config object; its mask and `normalize_input` fields (when it has them)
-        come from `[masking]` and `data.normalize`."""
-        config = self.model.build()
+    def model_config(self, base: Mapping[str, Any] | None = None) -> Any:
+        """The model's config object (`base`: fields to start from, see `ModelConfig.build`);
+        its mask and `normalize_input` fields (when it has them) come from `[masking]` and
+        `data.normalize`."""
+        config = self.model.build(base)
         synced = {
             name: value
             for name, (_, value) in self._model_fields_from_sections().items()
@@ -319,8 +371,13 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with `section.key` changes, e.g. `replace(**{"run.max_steps": 10})`."""
-        overrides = [f"{key}={_format_override(value)}" for key, value in changes.items()]
-        return resolve_config(self.to_dict(), overrides)
+        return resolve_config(self.to_dict(), changes=changes, changes_from="replace()")
+
+    def to_toml(self) -> str:
+        """The resolved config as TOML text (None values as comments: they are the defaults)."""
+        return dump_toml(
+            self.to_dict(), "Resolved sslspeech training config: defaults + TOML file + overrides."
+        )
 
 
 SECTIONS: dict[str, type] = {
@@ -336,38 +393,91 @@ SECTIONS: dict[str, type] = {
 }
 
 
+RESUMABLE_CHANGES = (
+    "run.workdir",
+    "run.max_steps",
+    "run.validate_every",
+    "run.validation",
+    "run.init_from",
+    "run.device",
+    "run.compile",
+    "data.manifest",
+    "data.val_manifest",
+    "data.num_workers",
+    "optim.max_nonfinite_steps",
+    "checkpoint.",
+    "distributed.",
+    "logging.",
+)
+"""Keys (or section prefixes) a resumed run may change silently: length, paths, cadence,
+logging, where it runs; any other change needs `--apply-config-changes` or `--restart`."""
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> list[str]:
+    """Every resolved value (model fields included) that differs, as "key: old -> new",
+    except the `RESUMABLE_CHANGES`."""
+    before, after = _flat(old), _flat(new)
+    return [
+        f"{key}: {_shown(before.get(key))} -> {_shown(after.get(key))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    ]
+
+
+def _flat(config: TrainConfig) -> dict[str, Any]:
+    """`section.key` -> value; the model's every field, defaults included."""
+    tables = {**config.to_dict(), "model": dataclasses.asdict(config.model_config())}
+    flat = {
+        f"{name}.{key}": value for name, table in tables.items() for key, value in table.items()
+    }
+    flat["model.type"] = config.model.type
+    return flat
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else repr(value)
+
+
 def model_config_class(model_type: str) -> type:
     """The config dataclass of a model type (e.g. `sslspeech.models.spidr.SpidRConfig`)."""
     try:
-        module, name = _MODEL_CONFIG_CLASSES[model_type]
-    except KeyError:
-        raise ConfigError(
-            f"model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"
-            + _suggest(model_type, MODEL_TYPES)
-        ) from None
-    return getattr(importlib.import_module(module), name)
+        config_class: type = model_spec(model_type, trainable=True).config_class
+    except UnknownModelTypeError as error:
+        raise UnknownModelTypeError(f"model.type: {error}") from None
+    return config_class
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults -> TOML file (optional) -> `section.key=value` overrides, strictly checked."""
-    data: dict[str, Any] = {}
-    source = "overrides"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: invalid TOML: {error}") from None
-        return resolve_config(data, overrides, source=source, lines=_key_lines(text))
-    return resolve_config(data, overrides, source=source)
+@dataclass(frozen=True)
+class _Given:
+    """One value set outside the TOML file: a command-line override (text) or a change."""
+
+    section: str
+    name: str
+    value: Any
+    place: str
+    is_text: bool
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    changes: Mapping[str, Any] | None = None,
+    changes_from: str = "changes",
+) -> TrainConfig:
+    """Defaults -> TOML file (optional) -> `section.key=value` overrides -> `changes` (values
+    by dotted key, e.g. a recipe's; errors name `changes_from`), strictly checked."""
+    if path is None:
+        return resolve_config(
+            {}, overrides, source="overrides", changes=changes, changes_from=changes_from
+        )
+    data, lines = read_toml(path, "config")
+    return resolve_config(
+        data, overrides, source=str(path), lines=lines, changes=changes, changes_from=changes_from
+    )
 
 
 def resolve_config(
@@ -375,35 +485,33 @@ def resolve_config(
     overrides: Sequence[str] = (),
     *,
     source: str = "config",
-    lines: Mapping[tuple[str, str], int] | None = None,
+    lines: Lines | None = None,
+    changes: Mapping[str, Any] | None = None,
+    changes_from: str = "changes",
 ) -> TrainConfig:
-    """Build a TrainConfig from a nested mapping (parsed TOML) and dotted overrides; `lines`
-    (section, key) -> line number lets errors point into the file."""
-    parsed = [_split_override(item) for item in overrides]
-    _check_keys(data, parsed, source, lines or {})
-    values = _merge(data, parsed, source)
+    """Build a TrainConfig from a nested mapping (parsed TOML), dotted text overrides and
+    dotted value changes; `lines` ((section, key) -> line) lets errors point into the file."""
+    given = [_split_override(item) for item in overrides]
+    given += [
+        _Given(*_split_key(key, f"{key}={value!r}"), value, changes_from, False)
+        for key, value in (changes or {}).items()
+    ]
+    _check_keys(data, given, source, lines or {})
+    values = _merge(data, given, file_place(source, lines or {}))
     return _build(values)
 
 
-def _key_lines(text: str) -> dict[tuple[str, str], int]:
-    """(section, key) -> line number of a simple TOML file (top-level keys: section "")."""
-    found: dict[tuple[str, str], int] = {}
-    section = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("[") and "]" in stripped:
-            section = stripped[1 : stripped.index("]")].strip()
-        elif "=" in stripped and not stripped.startswith("#"):
-            found.setdefault((section, stripped.split("=", 1)[0].strip().strip("\"'")), number)
-    return found
+def _split_override(item: str) -> _Given:
+    key, text = split_override(item, shape="section.key=value")
+    section, name = _split_key(key, item)
+    return _Given(section, name, text, "command line", True)
 
 
-def _split_override(item: str) -> tuple[str, str, str]:
-    key, sep, value = item.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not section or not name:
+def _split_key(key: str, item: str) -> tuple[str, str]:
+    section, dot, name = key.partition(".")
+    if not dot or not section or not name:
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=1e-4")
-    return section, name, value.strip()
+    return section, name
 
 
 def _section_fields(section: str, model_type: str | None) -> dict[str, Any]:
@@ -411,34 +519,24 @@ def _section_fields(section: str, model_type: str | None) -> dict[str, Any]:
     if section == "model":
         hints: dict[str, Any] = {"type": str}
         if model_type in MODEL_TYPES:
-            cls = model_config_class(model_type)
-            hints.update(typing.get_type_hints(cls))
-            hints = {k: v for k, v in hints.items() if k in _field_names(cls) or k == "type"}
+            hints.update(field_types(model_config_class(model_type)))
         return hints
-    cls = SECTIONS[section]
-    return {k: v for k, v in typing.get_type_hints(cls).items() if k in _field_names(cls)}
+    return field_types(SECTIONS[section])
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _model_type(data: Mapping[str, Any], parsed: Sequence[tuple[str, str, str]]) -> str | None:
+def _model_type(data: Mapping[str, Any], given: Sequence[_Given]) -> str | None:
     model_type = data.get("model", {}).get("type") if isinstance(data.get("model"), dict) else None
-    for section, name, value in parsed:
-        if (section, name) == ("model", "type"):
-            model_type = value.strip("\"'")
+    for item in given:
+        if (item.section, item.name) == ("model", "type"):
+            model_type = item.value.strip("\"'") if item.is_text else item.value
     return model_type
 
 
 def _check_keys(
-    data: Mapping[str, Any],
-    parsed: Sequence[tuple[str, str, str]],
-    source: str,
-    lines: Mapping[tuple[str, str], int],
+    data: Mapping[str, Any], given: Sequence[_Given], source: str, lines: Lines
 ) -> None:
     """Every unknown section or key, each with the closest valid one, in one error."""
-    model_type = _model_type(data, parsed)
+    model_type = _model_type(data, given)
     every_key = [
         f"{section}.{name}" for section in SECTIONS for name in _section_fields(section, model_type)
     ]
@@ -453,38 +551,38 @@ def _check_keys(
         for section, table in data.items()
         for name in _names(table)
     ]
-    keys += [(section, name, "command line") for section, name, _ in parsed]
+    keys += [(item.section, item.name, item.place) for item in given]
     for section, name, place in keys:
         if name is None:  # a value outside any [section]
             hint = _suggest_key(f".{section}", every_key)
             problems.append(f"{place}: key {section!r} is outside any [section]{hint}")
         elif section not in SECTIONS:
             problems.append(
-                f"{place}: unknown section [{section}]" + _suggest(section, list(SECTIONS))
+                f"{place}: unknown section [{section}]" + suggest(section, list(SECTIONS))
             )
         elif section == "model" and model_type not in MODEL_TYPES:
             continue  # the model type itself is wrong: reported below
         elif name not in _section_fields(section, model_type):
-            dotted = f"{section}.{name}"
-            problems.append(f"{place}: unknown key {dotted!r}{_suggest_key(dotted, every_key)}")
+            key = f"{section}.{name}"
+            problems.append(f"{place}: unknown key {key!r}{_suggest_key(key, every_key)}")
     if model_type is not None and model_type not in MODEL_TYPES:
         problems.append(
             f"{source}: model.type must be one of {list(MODEL_TYPES)}; got {model_type!r}"
-            + _suggest(model_type, MODEL_TYPES)
+            + suggest(str(model_type), MODEL_TYPES)
         )
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
-def _suggest_key(dotted: str, every_key: list[str]) -> str:
+def _suggest_key(key: str, every_key: list[str]) -> str:
     """Closest key of the same section, else the same name in another section, else any."""
-    section, name = dotted.split(".", 1)
-    same = [key for key in every_key if key.startswith(f"{section}.")]
-    hint = _suggest(dotted, same) or _suggest(name, [k.split(".", 1)[1] for k in same], section)
+    section, name = key.split(".", 1)
+    same = [k for k in every_key if k.startswith(f"{section}.")]
+    hint = suggest(key, same) or suggest(name, [k.split(".", 1)[1] for k in same], section)
     if hint:
         return hint
-    elsewhere = [key for key in every_key if key.split(".", 1)[1] == name]
-    return f"; did you mean {elsewhere[0]!r}?" if elsewhere else _suggest(dotted, every_key)
+    elsewhere = [k for k in every_key if k.split(".", 1)[1] == name]
+    return f"; did you mean {elsewhere[0]!r}?" if elsewhere else suggest(key, every_key)
 
 
 def _names(table: Any) -> Iterable[str | None]:
@@ -493,38 +591,33 @@ def _names(table: Any) -> Iterable[str | None]:
     return [None]
 
 
-def _suggest(key: str, valid: Iterable[str], prefix: str = "") -> str:
-    matches = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-    if not matches:
-        return ""
-    match = f"{prefix}.{matches[0]}" if prefix else matches[0]
-    return f"; did you mean {match!r}?"
-
-
 def _merge(
-    data: Mapping[str, Any], parsed: Sequence[tuple[str, str, str]], source: str
+    data: Mapping[str, Any], given: Sequence[_Given], place: Place
 ) -> dict[str, dict[str, Any]]:
-    """Typed values per section (TOML values checked, override strings parsed by type)."""
-    model_type = _model_type(data, parsed)
+    """Typed values per section (TOML values and changes checked, override texts parsed)."""
+    model_type = _model_type(data, given)
     values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{section}] must be a table, got {table!r}")
+            raise ConfigError(f"{place(section)}: [{section}] must be a table, got {table!r}")
         hints = _section_fields(section, model_type)
         for name, value in table.items():
-            values[section][name] = coerce(value, hints[name], f"{section}.{name}", source)
-    for section, name, text in parsed:
-        hint = _section_fields(section, model_type)[name]
-        values[section][name] = parse_value(text, hint, f"{section}.{name}")
+            key = f"{section}.{name}"
+            values[section][name] = coerce(value, hints[name], key, place(key))
+    for item in given:
+        hint = _section_fields(item.section, model_type)[item.name]
+        key = f"{item.section}.{item.name}"
+        read = parse_value if item.is_text else coerce
+        values[item.section][item.name] = read(item.value, hint, key, item.place)
     return values
 
 
 def _build(values: dict[str, dict[str, Any]]) -> TrainConfig:
     missing = [
-        f"{section}.{f.name}"
+        f"{section}.{name}"
         for section, cls in SECTIONS.items()
-        for f in dataclasses.fields(cls)
-        if f.name != "options" and _required(f) and f.name not in values[section]
+        for name in required_fields(cls)
+        if name != "options" and name not in values[section]
     ]
     if missing:
         raise ConfigError(
@@ -543,200 +636,12 @@ def _build(values: dict[str, dict[str, Any]]) -> TrainConfig:
     return TrainConfig(model=model, **sections)
 
 
-def _required(f: dataclasses.Field[Any]) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-# ----------------------------------------------------------------------------- typed values
-
-
-def parse_value(text: str, hint: Any, key: str) -> Any:
-    """Parse a command-line value by the field's type (strings need no quotes)."""
-    options = _union_members(hint)
-    if type(None) in options and text.lower() in ("none", "null"):
-        return None
-    if _accepts_plain_string(options) and not text.startswith(("[", '"', "'")):
-        return coerce(text, hint, key, "command line")
-    if bool in options and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        raise ConfigError(f"command line: {key}={text!r}: expected {_type_name(hint)}") from None
-    return coerce(value, hint, key, "command line")
-
-
-def _accepts_plain_string(options: Sequence[Any]) -> bool:
-    return any(
-        option is str
-        or (
-            typing.get_origin(option) is Literal
-            and all(isinstance(a, str) for a in option.__args__)
-        )
-        for option in options
-    )
-
-
-def _union_members(hint: Any) -> tuple[Any, ...]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return (hint,)
-
-
-def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check `value` against a type hint; ints become floats and lists become tuples."""
-    options = _union_members(hint)
-    if len(options) > 1:
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce(value, option, key, source)
-            except ConfigError:
-                continue
-        raise _type_error(value, hint, key, source)
-    return _coerce_single(value, hint, key, source)
-
-
-_SCALARS: dict[Any, Any] = {
-    bool: lambda v: v if isinstance(v, bool) else None,
-    int: lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
-    float: lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None,
-    str: lambda v: v if isinstance(v, str) else None,
-}
-
-
-def _coerce_single(value: Any, hint: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is Any or (hint is type(None) and value is None):
-        return value
-    if origin is Literal:
-        if value in hint.__args__:
-            return value
-        raise ConfigError(
-            f"{source}: {key} must be one of {list(hint.__args__)}; got {value!r}"
-            + _suggest(str(value), [str(a) for a in hint.__args__])
-        )
-    if origin in (tuple, list):
-        return _coerce_sequence(value, hint, key, source)
-    if hint in _SCALARS:
-        converted = _SCALARS[hint](value)
-        if converted is not None:
-            return converted
-    raise _type_error(value, hint, key, source)
-
-
-def _coerce_sequence(value: Any, hint: Any, key: str, source: str) -> Any:
-    if not isinstance(value, list | tuple):
-        raise _type_error(value, hint, key, source)
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is list:
-        return [coerce(item, args[0], f"{key}[{i}]", source) for i, item in enumerate(value)]
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(coerce(item, args[0], f"{key}[{i}]", source) for i, item in enumerate(value))
-    if len(args) != len(value):
-        raise ConfigError(f"{source}: {key} must have {len(args)} items; got {list(value)!r}")
-    return tuple(
-        coerce(item, arg, f"{key}[{i}]", source)
-        for i, (arg, item) in enumerate(zip(args, value, strict=True))
-    )
-
-
-def _type_error(value: Any, hint: Any, key: str, source: str) -> ConfigError:
-    return ConfigError(f"{source}: {key} must be {_type_name(hint)}; got {value!r}")
-
-
-def _type_name(hint: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    if hint is type(None):
-        return "none"
-    options = _union_members(hint)
-    if len(options) > 1:
-        return " or ".join(_type_name(option) for option in options)
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return f"one of {list(hint.__args__)}"
-    if origin in (tuple, list):
-        return f"a list like {_example(hint)}"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _example(hint: Any) -> str:
-    args = typing.get_args(hint)
-    samples = {int: "1", float: "0.5", str: '"a"', bool: "true"}
-    if typing.get_origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-        return "[" + ", ".join(samples.get(a, "…") for a in args) + "]"
-    inner = args[0] if args else Any
-    item = _example(inner) if typing.get_origin(inner) in (tuple, list) else samples.get(inner, "…")
-    return f"[{item}, …]"
-
-
-def _format_override(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return "none"
-    return format_toml_value(value)
-
-
-# ----------------------------------------------------------------------------- TOML output
-
-
-def format_toml_value(value: Any) -> str:
-    """One TOML value: bool, int, float, string, or (nested) list/tuple of those."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(format_toml_value(item) for item in value) + "]"
-    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) as a TOML value")
-
-
-def _toml_string(value: str) -> str:
-    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-    out = []
-    for char in value:
-        if char in escapes:
-            out.append(escapes[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def dump_toml(config: TrainConfig) -> str:
-    """The resolved config as TOML text (None values are left out: they are the defaults)."""
-    lines = ["# Resolved sslspeech training config: defaults + TOML file + overrides."]
-    for section, table in config.to_dict().items():
-        lines.append(f"\n[{section}]")
-        for key, value in table.items():
-            if value is None:
-                lines.append(f"# {key} = none")
-            else:
-                lines.append(f"{key} = {format_toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
-
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write `dump_toml(config)` atomically."""
+    """Write `config.to_toml()` atomically."""
     from sslspeech.utils.fileio import atomic_open
 
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        handle.write(dump_toml(config))
+        handle.write(config.to_toml())
 
 
 # ----------------------------------------------------------------------------- checks
@@ -748,10 +653,13 @@ def check_paths(config: TrainConfig) -> None:
     for key, value in (
         ("data.manifest", config.data.manifest),
         ("data.val_manifest", config.data.val_manifest),
-        ("run.init_from", config.run.init_from),
+        ("run.init_labels_from", config.run.init_labels_from),
     ):
         if value is not None and not Path(value).is_file():
             problems.append(f"{key}: no such file {value!r}")
+    init = config.run.init_from
+    if init is not None and not Path(init).exists() and not is_remote(init):
+        problems.append(f"run.init_from: no such file or directory {init!r}")
     if problems:
         raise ConfigError("; ".join(problems) + " (fix the path or pass --manifest/--val-manifest)")
 

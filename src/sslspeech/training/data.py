@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,16 +11,34 @@ from torch import nn
 
 from sslspeech.data.collate import Collator
 from sslspeech.data.dataset import AudioDataset
-from sslspeech.data.manifest import read_manifest
+from sslspeech.data.manifest import read_manifest, require_entries
 from sslspeech.data.sampler import BucketBatchSampler
 from sslspeech.errors import DataError
+from sslspeech.models.registry import model_spec
 from sslspeech.training.config import TrainConfig
 from sslspeech.training.distributed import DistributedEnvironment
 
 
+class EpochBatches(torch.utils.data.Sampler[list[tuple[int, int]]]):
+    """The sampler's batches epoch after epoch (from its resume point), each index tagged with
+    its epoch: one DataLoader serves the whole run, its workers live across epochs and keep
+    prefetching over an epoch's end, and every item is still cropped and masked by its own
+    epoch (the sampler runs ahead of training, so nothing may read a shared current epoch)."""
+
+    def __init__(self, sampler: BucketBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        while True:
+            epoch = self.sampler.epoch
+            for batch in self.sampler:
+                yield [(epoch, index) for index in batch]
+            self.sampler.set_epoch(epoch + 1)
+
+
 @dataclass
 class Split:
-    """A dataset with its batch sampler and collator; `loader()` makes one epoch's loader."""
+    """A dataset with its batch sampler and collator, and the loaders over them."""
 
     dataset: AudioDataset
     sampler: BucketBatchSampler
@@ -27,25 +46,44 @@ class Split:
     num_workers: int
     seed: int
     pin_memory: bool = False
+    prefetch_factor: int = 2
 
     def set_epoch(self, epoch: int) -> None:
         """Crops, masks and batch order of `epoch`."""
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
 
-    def loader(self) -> torch.utils.data.DataLoader[Any]:
-        """A DataLoader over the sampler's current epoch (from its resume position).
+    def probe_batch(self, num_samples: int) -> dict[str, Any]:
+        """A batch of one synthetic utterance of `num_samples` (noise, zero labels when the
+        data has labels), collated like real ones: what a FLOP count runs on."""
+        generator = torch.Generator().manual_seed(self.seed)
+        labels = None
+        if self.dataset.labels is not None:
+            labels = torch.zeros(num_samples // self.dataset.samples_per_label, dtype=torch.long)
+        item = {
+            "waveform": torch.randn(num_samples, generator=generator),
+            "labels": labels,
+            "fileid": "probe",
+            "index": 0,
+            "seed": self.seed,
+        }
+        return self.collator([item])
+
+    def loader(self, *, endless: bool = False) -> torch.utils.data.DataLoader[Any]:
+        """A DataLoader over the sampler's current epoch (from its resume position), or with
+        `endless` over every epoch from there on (`EpochBatches`).
 
         It has its own generator, so creating it never draws from the global torch RNG (which
         a resumed run must continue exactly).
         """
         return torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=self.sampler,
+            batch_sampler=EpochBatches(self.sampler) if endless else self.sampler,
             collate_fn=self.collator,
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
             pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
         )
 
 
@@ -60,10 +98,11 @@ def build_split(
     """Training (`train=True`: shuffled, random crops) or validation (fixed order, crops from
     the start, masks fixed by the items' seeds) data for `model`."""
     data, masking = config.data, config.masking
-    entries = read_manifest(manifest)
+    entries = require_entries(read_manifest(manifest))
     labels: str | None = None
     label_rate = 50.0
-    if config.model.type == "hubert_pretrain":
+    num_classes: int | None = None
+    if model_spec(config.model.type).labels:
         if not entries.has_units:
             raise DataError(
                 f"{manifest}: HuBERT needs frame labels, but the manifest has no units column; "
@@ -73,6 +112,7 @@ def build_split(
         model_config: Any = model.config
         rate = model_config.label_rate
         label_rate = float(rate) if rate is not None else 16000 / model_config.samples_per_frame
+        num_classes = model_config.num_classes
     dataset = AudioDataset(
         entries,
         labels=labels,
@@ -81,6 +121,7 @@ def build_split(
         min_samples=data.min_sample_size,
         random_crop=data.random_crop and train,
         normalize=data.normalize,
+        num_classes=getattr(model.config, "num_classes", None) if labels else None,
         seed=config.run.seed,
     )
     sampler = BucketBatchSampler(
@@ -99,10 +140,20 @@ def build_split(
         mask_length=masking.mask_length,
         min_masks=masking.min_masks,
         require_same_masks=masking.require_same_masks,
+        num_classes=num_classes,
+        batching=data.batching,
+        random_crop=data.random_crop and train,
+        samples_per_label=dataset.samples_per_label,
         seed=config.run.seed,
     )
     return Split(
-        dataset, sampler, collator, data.num_workers, config.run.seed, env.device.type == "cuda"
+        dataset,
+        sampler,
+        collator,
+        data.num_workers,
+        config.run.seed,
+        pin_memory=env.device.type == "cuda",
+        prefetch_factor=data.prefetch_factor,
     )
 
 

@@ -45,6 +45,12 @@ class DistributedEnvironment:
         return self.world_size > 1
 
 
+def started_by_torchrun(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether torchrun (or our local launcher) started this process as one of its ranks."""
+    env = os.environ if environ is None else environ
+    return "RANK" in env and "WORLD_SIZE" in env
+
+
 def resolve_environment(
     device: str = "auto", environ: Mapping[str, str] | None = None
 ) -> DistributedEnvironment:
@@ -54,7 +60,7 @@ def resolve_environment(
     its local rank.
     """
     env = os.environ if environ is None else environ
-    if "RANK" in env and "WORLD_SIZE" in env:
+    if started_by_torchrun(env):
         rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
         local_rank = int(env.get("LOCAL_RANK", rank))
         local_world = int(env.get("LOCAL_WORLD_SIZE", world))

@@ -1,10 +1,12 @@
-"""Training metrics: running means on the device, one JSONL line per log step (always), and
-optional wandb / TensorBoard sinks (a missing package is reported once, never a crash)."""
+"""Training metrics: running means on the device, one JSONL line per log step (always, strict
+JSON: a non-finite value is written as null), and optional wandb / TensorBoard sinks (a missing
+package is reported once, never a crash)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import resource
 import sys
@@ -99,7 +101,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(dict(record), allow_nan=True) + "\n")
+            handle.write(json_line(record))
         split, step = record.get("split", "train"), int(record.get("step", 0))
         numbers = {
             f"{split}/{k}": float(v)
@@ -179,4 +181,20 @@ def truncate_metrics(path: str | os.PathLike[str], step: int) -> None:
     kept = [record for record in read_metrics(path) if int(record.get("step", 0)) <= step]
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for record in kept:
-            handle.write(json.dumps(record, allow_nan=True) + "\n")
+            handle.write(json_line(record))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One strict-JSON line of a record (non-finite numbers as null)."""
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"

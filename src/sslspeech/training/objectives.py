@@ -7,10 +7,15 @@ normalization, so one step on N ranks equals one step on one rank with N accumul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import Tensor, nn
+
+from sslspeech.errors import ConfigError
+from sslspeech.models.masked import MaskedFrames
+from sslspeech.models.registry import model_spec
 
 
 @dataclass
@@ -42,27 +47,32 @@ class Objective(Protocol):
         ...
 
 
+def masked_frames(batch: dict[str, Any]) -> MaskedFrames:
+    """The collator's mask with its frames listed (what the models would need the host for)."""
+    return MaskedFrames(
+        batch["mask"], batch["masked_frames"], batch["unmasked_frames"], batch["padded"]
+    )
+
+
 class MaskedPrediction:
     """HuBERT: cross entropy of the masked frames' cluster ids (+ unmasked frames when
-    `pred_nomask_weight` > 0, + the feature penalty), as fairseq's HubertCriterion."""
+    `pred_nomask_weight` > 0, + the feature penalty), as fairseq's HubertCriterion: the model's
+    summed loss and its frame count, passed on."""
 
     freeze_step: int | None = None
 
     def __init__(self, model: nn.Module) -> None:
-        self.pred_nomask = float(getattr(model.config, "pred_nomask_weight", 0.0)) > 0
+        """Objectives are built from their model; this one needs nothing from it."""
+        del model
 
     def __call__(self, module: nn.Module, batch: dict[str, Any]) -> Loss:
         # The collator pads labels with -100; padded frames are outside `lengths`, so any
         # valid id does there.
         labels = batch["labels"].clamp(min=0)
-        loss, stats = module(
-            batch["waveforms"], labels, mask=batch["mask"], lengths=batch["lengths"]
+        total, count, stats = module(
+            batch["waveforms"], labels, mask=masked_frames(batch), lengths=batch["lengths"]
         )
-        count = int(stats["n_masked"])
-        if self.pred_nomask:
-            count += int(stats["n_unmasked"])
-        stats = {k: v for k, v in stats.items() if not k.startswith("n_")}
-        return Loss(total=loss * count, count=count, stats=stats)
+        return Loss(total=total, count=count, stats=stats)
 
     def after_step(self, model: nn.Module, step: int) -> dict[str, float]:
         return {}
@@ -72,16 +82,19 @@ class MaskedPrediction:
 
 
 class SelfDistillation:
-    """DinoSR / SpidR: predict the EMA teacher's codebook assignments of the masked frames;
-    the teacher follows the student after each step (`update_teacher`); from `freeze_step` on
-    the teacher stops (decay 1) and the model freezes its conv extractor and projection (AdamW
-    skips them: they get no gradient)."""
+    """DinoSR / SpidR: predict the EMA teacher's codebook assignments of the masked frames.
+    After each step (`update_teacher`) the codebooks apply the statistics of the step's
+    micro-batches and the teacher follows the student; from `freeze_step` on the teacher stops
+    (decay 1) and the model freezes its conv extractor and projection (AdamW skips them: they
+    get no gradient)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.freeze_step = getattr(model.config, "freeze_step", None)
 
     def __call__(self, module: nn.Module, batch: dict[str, Any]) -> Loss:
-        losses, stats = module(batch["waveforms"], mask=batch["mask"], lengths=batch["lengths"])
+        losses, stats = module(
+            batch["waveforms"], mask=masked_frames(batch), lengths=batch["lengths"]
+        )
         return Loss(total=losses.sum(), count=losses.numel(), stats=dict(stats))
 
     def after_step(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -93,8 +106,20 @@ class SelfDistillation:
             model.freeze_extractor()  # type: ignore[operator]
 
 
+OBJECTIVES: dict[str, Callable[[nn.Module], Objective]] = {
+    "masked_prediction": MaskedPrediction,
+    "self_distillation": SelfDistillation,
+}
+"""Objective key (a `ModelSpec.objective` of `sslspeech.models.registry`) -> its class."""
+
+
 def build_objective(model_type: str, model: nn.Module) -> Objective:
-    """The objective that trains `model_type`."""
-    if model_type == "hubert_pretrain":
-        return MaskedPrediction(model)
-    return SelfDistillation(model)
+    """The objective the model registry names for `model_type` (an error for a type without)."""
+    key = model_spec(model_type, trainable=True).objective
+    objective = OBJECTIVES.get(key or "")
+    if objective is None:
+        raise ConfigError(
+            f"model type {model_type!r} names the objective {key!r}, which "
+            f"sslspeech.training.objectives.OBJECTIVES lacks (it has {sorted(OBJECTIVES)})"
+        )
+    return objective(model)

@@ -1,25 +1,19 @@
-"""Optimizer, learning-rate schedules, mixed precision, and the one function that wraps the
-model for training (compile, DDP) from the outside."""
+"""Optimizer, learning-rate schedules, loss scaling and gradient clipping (wrapping the model
+for training is `sslspeech.training.parallelize`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from sslspeech.training.compile import compile_for_training
 from sslspeech.training.config import OptimConfig, ScheduleConfig
-from sslspeech.training.distributed import DistributedEnvironment
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
@@ -92,53 +86,9 @@ def build_scaler(dtype: str, device: torch.device) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, init_scale=2.0**7, enabled=dtype == "float16")
 
 
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    """The mixed-precision context of forward passes (nothing for float32)."""
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype])
-
-
 def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Clip the global gradient norm (0 = measure only); returns the norm before clipping."""
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return torch.zeros(())
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
-
-
-def parallelize(
-    model: nn.Module,
-    env: DistributedEnvironment,
-    *,
-    compile: bool = False,
-    find_unused_parameters: bool = False,
-) -> nn.Module:
-    """The module the loop calls: `model` compiled and/or wrapped in DDP (the bare `model`
-    keeps the state dict, the teacher and the codebooks).
-
-    DDP copies rank 0's parameters and buffers to every rank once, at wrapping; it does not
-    broadcast buffers before each forward: the models keep theirs identical on every rank (the
-    online codebooks all-reduce their statistics themselves when torch.distributed is
-    initialized).
-    """
-    if compile:
-        compile_for_training(model)
-    if not env.is_distributed:
-        return model
-    return DistributedDataParallel(
-        model,
-        device_ids=[env.device.index] if env.device.type == "cuda" else None,
-        forward_sync_buffers=False,
-        find_unused_parameters=find_unused_parameters,
-    )
-
-
-@contextlib.contextmanager
-def no_sync(module: nn.Module, skip: bool) -> Iterator[None]:
-    """DDP's `no_sync` for the first micro-batches of an accumulated step (else nothing)."""
-    if skip and isinstance(module, DistributedDataParallel):
-        with module.no_sync():
-            yield
-    else:
-        yield

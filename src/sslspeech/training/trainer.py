@@ -12,7 +12,9 @@ Everything around it (model, objective, optimizer, data, checkpoints, resume) is
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import shutil
 import signal
@@ -29,10 +31,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from sslspeech.errors import CheckpointError
+from sslspeech.data.audio import SAMPLE_RATE
+from sslspeech.errors import CheckpointError, ConfigError, SSLSpeechError
+from sslspeech.interop import LoadedCheckpoint
 from sslspeech.models.pretrained import Pretrained
+from sslspeech.models.registry import model_class
 from sslspeech.training import checkpoint as ckpt
-from sslspeech.training.config import TrainConfig, save_config
+from sslspeech.training.config import TrainConfig, config_changes, resolve_config, save_config
 from sslspeech.training.data import Split, build_split, to_device
 from sslspeech.training.distributed import (
     DistributedEnvironment,
@@ -42,22 +47,23 @@ from sslspeech.training.distributed import (
     init_process_group,
     resolve_environment,
 )
+from sslspeech.training.flops import count_step_flops, peak_tflops, utilization
+from sslspeech.training.init import check_architecture, init_model
 from sslspeech.training.metrics import Meter, MetricsLog, memory_gb, truncate_metrics
 from sslspeech.training.objectives import Loss, build_objective
-from sslspeech.training.optim import (
-    autocast,
-    build_optimizer,
-    build_scaler,
-    build_scheduler,
-    clip_gradients,
-    no_sync,
-    parallelize,
-)
+from sslspeech.training.optim import build_optimizer, build_scaler, build_scheduler, clip_gradients
+from sslspeech.training.parallelize import autocast, no_sync, parallelize
+from sslspeech.training.profiler import StepProfiler
+from sslspeech.utils.runlock import hold_lock
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 OnCheckpoint = Callable[[Path, int], None]
+TRAIN_LOCK_FILE = ".train.lock"
+
+
+class DivergedError(SSLSpeechError):
+    """The loss or gradient norm stayed non-finite, or the parameters are: the run stopped."""
 
 
 @dataclass
@@ -103,24 +109,21 @@ class StopFlag:
         self.previous.clear()
 
 
-def build_model(config: TrainConfig) -> Pretrained:
-    """A fresh model of `config.model` (initial weights from `run.init_from` when set)."""
-    from sslspeech import models
-
-    classes = {"hubert_pretrain": "HuBERTPretrain", "spidr": "SpidR", "dinosr": "DinoSR"}
-    model: Pretrained = getattr(models, classes[config.model.type])(config.model_config())
-    if config.run.init_from:
-        from sslspeech.interop import load_model
-
-        source = load_model(config.run.init_from)
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"run.init_from {config.run.init_from} does not fit a {config.model.type} model: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        log.info("initialized the model from %s", config.run.init_from)
-    return model
+def build_model(config: TrainConfig, resumed: ckpt.TrainingCheckpoint | None = None) -> Pretrained:
+    """A fresh model of `config.model`, or a continued run's from `run.init_from` (and
+    `run.init_labels_from`); when `resumed`, the model its checkpoint will fill (the sources of
+    a continued run are not read again)."""
+    cls = model_class(config.model.type)
+    if resumed is not None and config.run.init_from:
+        check_architecture(config.model.options, resumed.model.config, config.run.init_from)
+        return cls(config.model_config(resumed.model.config))
+    if resumed is not None:
+        return cls(config.model_config())
+    if config.run.init_from or config.run.init_labels_from:
+        model, report = init_model(config)
+        log.info("%s", report.table())
+        return model
+    return cls(config.model_config())
 
 
 def state_checksum(model: nn.Module) -> float:
@@ -146,13 +149,24 @@ class Trainer:
         *,
         stop: StopFlag | None = None,
         on_checkpoint: OnCheckpoint | None = None,
+        apply_config_changes: bool = False,
     ) -> None:
         self.config, self.env = config, env
+        self.apply_config_changes = apply_config_changes
+        self.nonfinite_steps = 0
         self.workdir = Path(config.run.workdir)
         self.stop = stop or StopFlag()
         self.on_checkpoint = on_checkpoint
         seed_everything(config.run.seed + env.rank)
-        self.model = build_model(config).to(env.device).train()
+        self.checkpoints = ckpt.CheckpointDir(
+            self.workdir / "checkpoints",
+            save_every=config.checkpoint.save_every,
+            keep_last=config.checkpoint.keep_last,
+            keep_every=config.checkpoint.keep_every,
+        )
+        resume_path = self.checkpoints.latest()
+        resumed = ckpt.TrainingCheckpoint.load(resume_path) if resume_path is not None else None
+        self.model = build_model(config, resumed).to(env.device).train()
         self.objective = build_objective(config.model.type, self.model)
         self.optimizer = build_optimizer(self.model, config.optim, env.device)
         self.scheduler = build_scheduler(self.optimizer, config.schedule, config.run.max_steps)
@@ -168,21 +182,17 @@ class Trainer:
             self.val_data = build_split(
                 config, self.model, env, config.data.val_manifest, train=False
             )
-        self.checkpoints = ckpt.CheckpointDir(
-            self.workdir / "checkpoints",
-            save_every=config.checkpoint.save_every,
-            keep_last=config.checkpoint.keep_last,
-            keep_every=config.checkpoint.keep_every,
-        )
         self.cpu_group = cpu_group()
         self.state = TrainState()
         self.saved_step = -1
-        self.resume()
+        if resume_path is not None and resumed is not None:
+            self.resume(resume_path, resumed)
         self.objective.resume(self.model, self.state.step)
         self.compiled = False
         self.module = self.parallelize()
         if env.is_main:
             save_config(config, self.workdir / "config.toml")
+            truncate_metrics(self.workdir / "metrics.jsonl", self.state.step)
         self.metrics = MetricsLog(
             self.workdir / "metrics.jsonl",
             enabled=env.is_main,
@@ -192,6 +202,8 @@ class Trainer:
             config=config.to_dict(),
             run_name=self.workdir.name,
         )
+        self.flops_per_audio_second = self.measure_flops() if config.logging.mfu else None
+        self.peak_tflops = peak_tflops(env.device, config.optim.dtype, config.optim.peak_tflops)
         self.meter = Meter()
         self.window_start = time.perf_counter()
         self.window_steps = 0
@@ -204,21 +216,36 @@ class Trainer:
         max_steps = self.config.run.max_steps
         batches = self.batches()
         bar = self.progress_bar()
+        profiler = StepProfiler(self.config.run.profile_steps, self.workdir, self.env)
         while self.state.step < max_steps:
+            profiler.before_step(self.state.step)
             micro_batches = [next(batches) for _ in range(self.config.optim.accumulation)]
             self.train_step(micro_batches)
             self.meter.add(self.objective.after_step(self.model, self.state.step))
+            profiler.after_step(self.state.step)
             self.maybe_freeze()
             self.maybe_log(bar)
             saved = self.maybe_save()
             self.maybe_validate(saved)
-            if any_rank(self.stop.requested, self.cpu_group):
+            if self.stop_requested(saved):
                 if not saved:
                     self.save()
+                profiler.close()
                 return self.summary("preempted")
+        profiler.close()
         if self.saved_step != self.state.step:
             self.save()
         return self.summary("completed")
+
+    def stop_requested(self, saved: bool) -> bool:
+        """Whether any rank got a stop signal: asked every `distributed.stop_check_every` steps
+        and at checkpoint steps (one small all-reduce, not one per step)."""
+        if self.cpu_group is None:
+            return self.stop.requested
+        every = self.config.distributed.stop_check_every
+        if not saved and self.state.step % every:
+            return False
+        return any_rank(self.stop.requested, self.cpu_group)
 
     def train_step(self, micro_batches: list[dict[str, Any]]) -> None:
         """Forward/backward each micro-batch, then one clipped, scheduled AdamW step."""
@@ -243,7 +270,8 @@ class Trainer:
             torch._foreach_mul_(grads, self.env.world_size / max(float(frames), 1.0))
         grad_norm = clip_gradients(self.model.parameters(), self.config.optim.clip_norm)
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scaler.step(self.optimizer)
+        if self.should_update(losses, grad_norm):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -253,6 +281,47 @@ class Trainer:
         count = float(sum(loss.count for loss in losses))
         self.meter.add({"loss_sum": total, "loss_count": count, "grad_norm": grad_norm})
         self.meter.add({"lr": lr, "audio_seconds": audio})
+
+    def should_update(self, losses: list[Loss], grad_norm: torch.Tensor) -> bool:
+        """False when this step's loss or gradient norm is not finite on some rank (the update
+        is skipped); more than `optim.max_nonfinite_steps` such steps in a row stop the run.
+        Under float16 the gradient scaler skips overflowing updates itself: only a non-finite
+        loss counts, and the scaler still steps."""
+        values = [loss.total.detach().float().sum() for loss in losses]
+        if not self.scaler.is_enabled():
+            values.append(grad_norm.detach().float().to(values[0].device))
+        finite = not any_rank(not bool(torch.isfinite(torch.stack(values)).all()), self.cpu_group)
+        if finite:
+            self.nonfinite_steps = 0
+            return True
+        self.nonfinite_steps += 1
+        limit = self.config.optim.max_nonfinite_steps
+        if self.nonfinite_steps > limit:
+            raise DivergedError(
+                f"step {self.state.step + 1}: the loss or gradient norm was not finite for "
+                f"{self.nonfinite_steps} steps in a row (optim.max_nonfinite_steps = {limit}); "
+                f"the run stopped without saving. {self.last_good_checkpoint()} Lower optim.lr "
+                f"(now {self.config.optim.lr}) or check the data, then rerun with --restart."
+            )
+        log.warning(
+            "step %d: non-finite loss or gradient norm, update skipped (%d in a row)",
+            self.state.step + 1,
+            self.nonfinite_steps,
+        )
+        return self.scaler.is_enabled()
+
+    def refuse_nonfinite_state(self) -> None:
+        """A model with a non-finite parameter or buffer is never saved (nor becomes last.pt)."""
+        if not math.isfinite(state_checksum(self.model)):
+            raise DivergedError(
+                f"step {self.state.step}: the model's parameters are not finite; not saving a "
+                f"checkpoint. {self.last_good_checkpoint()} Lower optim.lr (now "
+                f"{self.config.optim.lr}) or check the data, then rerun with --restart."
+            )
+
+    def last_good_checkpoint(self) -> str:
+        latest = self.checkpoints.latest()
+        return f"The last checkpoint is {latest}." if latest else "No checkpoint was saved."
 
     def maybe_log(self, bar: Any) -> None:
         """Every `logging.log_every` steps: one metrics line (all ranks reduce, rank 0 writes)."""
@@ -273,6 +342,9 @@ class Trainer:
             "audio_seconds_per_second": audio / elapsed,
             "memory_gb": memory_gb(self.env.device),
         }
+        if self.flops_per_audio_second is not None:
+            per_gpu = audio / elapsed / self.env.world_size
+            record.update(utilization(self.flops_per_audio_second, per_gpu, self.peak_tflops))
         self.metrics.write(record)
         self.last_record = record
         if bar is not None:
@@ -313,14 +385,16 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
 
     def batches(self) -> Iterator[dict[str, Any]]:
-        """Training batches forever, epoch after epoch, from the resumed position."""
-        while True:
-            self.train_data.set_epoch(self.state.epoch)
-            for batch in self.train_data.loader():
-                self.state.position += 1
-                yield batch
-            self.state.epoch += 1
-            self.state.position = 0
+        """Training batches forever from the resumed position: one loader (its workers and
+        prefetching live across epochs); `state` follows the batches training consumed."""
+        self.train_data.set_epoch(self.state.epoch)
+        per_epoch = len(self.train_data.sampler)
+        for batch in self.train_data.loader(endless=True):
+            if self.state.position == per_epoch:
+                self.state.epoch += 1
+                self.state.position = 0
+            self.state.position += 1
+            yield batch
 
     def parallelize(self) -> nn.Module:
         """The model as the loop calls it (compiled once, DDP-wrapped when distributed)."""
@@ -332,6 +406,20 @@ class Trainer:
         return parallelize(
             self.model, self.env, compile=compile_now, find_unused_parameters=find_unused
         )
+
+    def measure_flops(self) -> float:
+        """FLOPs per audio-second of one training step (forward + backward), counted on one
+        utterance of the training crop length (at most 4 s, to keep the count quick)."""
+        num_samples = min(self.config.data.max_sample_size, 4 * SAMPLE_RATE)
+        batch = to_device(self.train_data.probe_batch(num_samples), self.env.device)
+
+        def step(model: nn.Module) -> torch.Tensor:
+            with autocast(self.env.device, self.config.optim.dtype):
+                return self.objective(model, batch).total
+
+        flops = count_step_flops(self.model, step)
+        log.info("%.3g GFLOP per audio-second (forward + backward)", flops / num_samples * 16e-6)
+        return flops * SAMPLE_RATE / num_samples
 
     def progress_bar(self) -> Any:
         if not (self.env.is_main and self.config.logging.progress and sys.stderr.isatty()):
@@ -363,9 +451,12 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write `step_N.pt` (rank 0) with every rank's sampler position and RNG states."""
+        self.refuse_nonfinite_state()
         rank_state = {
             "rank": self.env.rank,
-            "sampler": self.train_data.sampler.state_dict(position=self.state.position),
+            "sampler": self.train_data.sampler.state_dict(
+                epoch=self.state.epoch, position=self.state.position
+            ),
             "rng": ckpt.capture_rng(),
             "checksum": state_checksum(self.model),
         }
@@ -385,46 +476,45 @@ class Trainer:
         self.saved_step = self.state.step
         if not self.env.is_main:
             return None
-        model_config: dict[str, Any] = self.model.config.to_dict()
-        state = {
-            "format": ckpt.FORMAT,
-            "version": 1,
-            "model_type": self.config.model.type,
-            "model_config": {"model_type": self.config.model.type, **model_config},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.state.step,
-            "epoch": self.state.epoch,
-            "world_size": self.env.world_size,
-            "ranks": ranks,
-            "config": self.config.to_dict(),
-        }
-        path = self.checkpoints.save(state, self.state.step)
+        checkpoint = ckpt.TrainingCheckpoint(
+            model=LoadedCheckpoint(
+                self.config.model.type,
+                self.model.config.to_dict(),
+                self.model.state_dict(),
+                "training",
+            ),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.state.step,
+            epoch=self.state.epoch,
+            world_size=self.env.world_size,
+            ranks=ranks,
+            config=self.config.to_dict(),
+        )
+        path = self.checkpoints.save(checkpoint)
         if self.on_checkpoint is not None:
             self.on_checkpoint(path, self.state.step)
         return path
 
-    def resume(self) -> None:
-        """Continue from the run's newest checkpoint, exactly, when there is one."""
-        path = self.checkpoints.latest()
-        if path is None:
-            return
-        state = ckpt.load_checkpoint(path)
-        if state["model_type"] != self.config.model.type:
+    def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
+        """Continue exactly from `saved`, the run's newest checkpoint (read from `path`)."""
+        if saved.model.model_type != self.config.model.type:
             raise CheckpointError(
-                f"{path} holds a {state['model_type']} run but the config trains "
+                f"{path} holds a {saved.model.model_type} run but the config trains "
                 f"{self.config.model.type}; use another run.workdir or --restart"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.state = TrainState(step=int(state["step"]), epoch=int(state["epoch"]))
+        self.check_config_changes(saved.config, path)
+        self.model.load_state_dict(saved.model.state_dict)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        self.scaler.load_state_dict(saved.scaler)
+        if self.apply_config_changes:
+            self.apply_optimizer_config()
+        self.state = TrainState(step=saved.step, epoch=saved.epoch)
         self.saved_step = self.state.step
-        if state["world_size"] == self.env.world_size:
-            mine = state["ranks"][self.env.rank]
+        if saved.world_size == self.env.world_size:
+            mine = saved.ranks[self.env.rank]
             self.train_data.sampler.load_state_dict(mine["sampler"])
             self.state.position = int(mine["sampler"]["position"])
             ckpt.restore_rng(mine["rng"])
@@ -433,15 +523,54 @@ class Trainer:
                 "%s was saved by %d processes, this run has %d: data restarts at epoch %d and "
                 "random generators are reseeded (the run continues, not bit-exactly)",
                 path,
-                state["world_size"],
+                saved.world_size,
                 self.env.world_size,
                 self.state.epoch + 1,
             )
             self.state.epoch += 1
             seed_everything(self.config.run.seed + self.env.rank + self.state.step)
-        if self.env.is_main:
-            truncate_metrics(self.workdir / "metrics.jsonl", self.state.step)
         log.info("resumed from %s (step %d, epoch %d)", path, self.state.step, self.state.epoch)
+
+    def check_config_changes(self, saved: dict[str, Any], path: Path) -> None:
+        """Refuse to resume with other hyper-parameters than the checkpoint's (a diff and the
+        ways out), unless `apply_config_changes`; what may change is `RESUMABLE_CHANGES`."""
+        if self.apply_config_changes:
+            return
+        try:
+            changes = config_changes(resolve_config(saved, source=str(path)), self.config)
+        except ConfigError as error:
+            changes = [f"(the checkpoint's config no longer resolves: {error})"]
+        if changes:
+            raise ConfigError(
+                f"{path} was trained with another config; changed:\n  "
+                + "\n  ".join(changes)
+                + "\nresume with the checkpoint's values (undo these changes), start over with "
+                "--restart, or continue from this checkpoint with the new values (a new learning "
+                "rate schedule from its step) with --apply-config-changes"
+            )
+
+    def apply_optimizer_config(self) -> None:
+        """After loading a checkpoint: the optimizer takes the config's hyper-parameters and the
+        schedule its peak rate (the loaded state keeps the old ones), from the loaded step."""
+        optim = self.config.optim
+        for group in self.optimizer.param_groups:
+            group.update(betas=optim.betas, eps=optim.eps, initial_lr=optim.lr)
+            group["weight_decay"] = 0.0 if group.get("name") == "no_decay" else optim.weight_decay
+        self.scheduler.base_lrs = [optim.lr] * len(self.optimizer.param_groups)
+        step = self.scheduler.last_epoch
+        for group, scale in zip(
+            self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = optim.lr * scale(step)
+
+
+def workdir_lock(workdir: str | Path) -> contextlib.AbstractContextManager[None]:
+    """One training at a time in `workdir` (the lock says which process holds it)."""
+    return hold_lock(
+        Path(workdir) / TRAIN_LOCK_FILE,
+        what="training",
+        advice="wait for it to finish, stop that process, or use another run.workdir",
+    )
 
 
 def clear_run(workdir: str | Path) -> None:
@@ -459,14 +588,34 @@ def train(
     env: DistributedEnvironment | None = None,
     stop: StopFlag | None = None,
     on_checkpoint: OnCheckpoint | None = None,
+    apply_config_changes: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the training of `config` in this process: joins the process group when
-    launched with several, trains, leaves it. Returns {"status", "step", "checkpoint", "loss"}."""
+    launched with several, trains, leaves it. Returns {"status", "step", "checkpoint", "loss"}.
+    The main process holds the run directory's lock; `apply_config_changes`: see `Trainer`."""
     env = env or resolve_environment(config.run.device)
+    lock = workdir_lock(config.run.workdir) if env.is_main else contextlib.nullcontext()
+    with lock:
+        return _train(config, env, stop, on_checkpoint, apply_config_changes)
+
+
+def _train(
+    config: TrainConfig,
+    env: DistributedEnvironment,
+    stop: StopFlag | None,
+    on_checkpoint: OnCheckpoint | None,
+    apply_config_changes: bool,
+) -> dict[str, Any]:
     joined = env.is_distributed and not dist.is_initialized()
     init_process_group(env, config.distributed.backend, config.distributed.timeout_minutes)
     try:
-        trainer = Trainer(config, env, stop=stop, on_checkpoint=on_checkpoint)
+        trainer = Trainer(
+            config,
+            env,
+            stop=stop,
+            on_checkpoint=on_checkpoint,
+            apply_config_changes=apply_config_changes,
+        )
         try:
             return trainer.fit()
         finally:

@@ -15,13 +15,14 @@ from torch import nn
 
 from sslspeech.errors import CheckpointError, SSLSpeechError
 from sslspeech.models.cpu_inference import optimize_for_cpu_inference
+from sslspeech.models.registry import model_class
 from sslspeech.training import checkpoint as ckpt
 from sslspeech.training.config import resolve_config
 from sslspeech.training.data import Split, build_split, to_device
 from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.metrics import Meter, read_metrics
 from sslspeech.training.objectives import Objective, build_objective
-from sslspeech.training.optim import autocast
+from sslspeech.training.parallelize import autocast
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +55,18 @@ def evaluate(
     return meter.pop()
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
-    """The bare model stored in a training checkpoint."""
-    from sslspeech import models
-
-    classes = {"hubert_pretrain": "HuBERTPretrain", "spidr": "SpidR", "dinosr": "DinoSR"}
-    cls = getattr(models, classes[state["model_type"]])
-    model: nn.Module = cls(cls.config_class.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model
-
-
 def validate_checkpoint(
     manifest: str | os.PathLike[str], path: str | os.PathLike[str], device: torch.device
 ) -> dict[str, Any]:
     """Validation record of one training checkpoint: step, checkpoint name, loss, stats."""
-    state = ckpt.load_checkpoint(path)
-    config = resolve_config(state["config"])
-    model = optimize_for_cpu_inference(model_from_checkpoint(state).to(device))
+    saved = ckpt.TrainingCheckpoint.load(path)
+    config = resolve_config(saved.config)
+    model = model_class(saved.model.model_type).from_checkpoint(saved.model)
+    model = optimize_for_cpu_inference(model.to(device))
     env = resolve_environment("cpu" if device.type == "cpu" else "cuda", environ={})
     split = build_split(config, model, env, str(manifest), train=False)
     values = evaluate(model, build_objective(config.model.type, model), split, device)
-    return {"step": int(state["step"]), "checkpoint": Path(path).name, **values}
+    return {"step": saved.step, "checkpoint": Path(path).name, **values}
 
 
 def validate(

@@ -1,13 +1,14 @@
-"""Transcription: every utterance of a feature store -> its k-means units.
+"""Transcription: every utterance of a feature store -> its k-means units, or every utterance of
+an audio manifest -> the codebook units of a SpidR/DinoSR layer (`transcribe_codebooks`).
 
 Output: JSONL `{"fileid": ..., "units": [...]}` in the store's order, or fairseq `.km` lines
 (space-separated units, one line per utterance, same order) with `km=True`.
 
-Sharded like feature extraction: shard i of n covers a contiguous range of the store's
-utterances and is written atomically to `<out>.parts/part-IIIII-of-NNNNN`; complete parts are
-skipped on a rerun. When every part exists they are joined into `out` (atomically). Without
-`shard`, all parts are made here (or by a process pool / submitit executor) and then removed;
-with `shard`, only that part is made, and the join happens once all parts exist.
+Sharded like feature extraction: shard i of n covers a contiguous range of the store's (or
+manifest's) utterances and is written atomically to `<out>.parts/part-IIIII-of-NNNNN`; complete
+parts are skipped on a rerun. When every part exists they are joined into `out` (atomically).
+Without `shard`, all parts are made here (or by a process pool / submitit executor) and then
+removed; with `shard`, only that part is made, and the join happens once all parts exist.
 """
 
 from __future__ import annotations
@@ -164,20 +165,126 @@ def transcribe(
     Writes `out` (JSONL, or `.km` lines with `km=True`); see the module docstring for shards.
     """
     out = Path(out)
+    model = KMeans.load(kmeans, trust=trust)
+    return run_parts(
+        transcribe_shard,
+        lambda i: (str(features), str(kmeans), str(out), i, num_shards, km, str(device), trust),
+        out,
+        _fingerprint(Path(features), model, num_shards, km),
+        shard=shard,
+        num_shards=num_shards,
+        workers=workers,
+        executor=executor,
+        threads=threads,
+        quiet=quiet,
+    )
+
+
+def run_parts(
+    job: Callable[..., bool],
+    job_args: Callable[[int], tuple[Any, ...]],
+    out: Path,
+    fingerprint: dict[str, Any],
+    *,
+    shard: int | None,
+    num_shards: int,
+    workers: int,
+    executor: Any,
+    threads: int | None,
+    quiet: bool,
+) -> Path:
+    """Make the missing parts of `out` with `job(*job_args(i), quiet=...)` (here, in a process
+    pool or as array jobs), then join them once all exist (see the module docstring)."""
     if num_shards < 1:
         raise DataError(f"num_shards must be >= 1, got {num_shards}")
-    model = KMeans.load(kmeans, trust=trust)
-    _prepare_parts(out, _fingerprint(Path(features), model, num_shards, km))
+    _prepare_parts(out, fingerprint)
     todo = [shard] if shard is not None else list(range(num_shards))
-    todo = [i for i in todo if not part_path(out, i, num_shards).is_file()]
-    args = [
-        (str(features), str(kmeans), str(out), i, num_shards, km, str(device), trust) for i in todo
-    ]
+    args = [job_args(i) for i in todo if not part_path(out, i, num_shards).is_file()]
     if shard is not None or (workers <= 1 and executor is None):
         for one in args:
-            transcribe_shard(*one, quiet=quiet)
+            job(*one, quiet=quiet)
     else:
-        run_shards(transcribe_shard, args, workers, executor, threads)
+        run_shards(job, args, workers, executor, threads)
     if _join(out, num_shards) and shard is None:
         shutil.rmtree(parts_dir(out))
     return out
+
+
+def transcribe_codebook_shard(
+    manifest: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    layer: int,
+    out: str | os.PathLike[str],
+    shard: int = 0,
+    num_shards: int = 1,
+    km: bool = False,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+) -> bool:
+    """Write one shard's part of codebook units (argmax of the layer's posteriorgram) unless
+    it exists; True when it was written."""
+    from sslspeech.data.audio import load_audio
+    from sslspeech.data.manifest import read_manifest
+    from sslspeech.units.codebooks import codebook_posteriors, load_codebook_model
+
+    target = part_path(out, shard, num_shards)
+    if target.is_file():
+        return False
+    entries = read_manifest(manifest)
+    model = load_codebook_model(checkpoint, [layer], device)
+    start, end = shard_range(len(entries), num_shards, shard)
+    with atomic_open(target, "w") as handle:
+        for entry in progress(entries[start:end], desc=f"transcribe {target.name}", quiet=quiet):
+            probabilities = codebook_posteriors(model, load_audio(entry), [layer])[layer]
+            handle.write(_line(entry.fileid, probabilities.argmax(-1).numpy(), km))
+    return True
+
+
+def _signature(path: Path) -> list[list[Any]]:
+    """[name, size, mtime_ns] of a file, or of each file of a directory (JSON-ready): a
+    rewritten checkpoint makes the parts of an interrupted transcription stale."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def transcribe_codebooks(
+    manifest: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    layer: int,
+    out: str | os.PathLike[str],
+    *,
+    km: bool = False,
+    shard: int | None = None,
+    num_shards: int = 1,
+    workers: int = 1,
+    executor: Any = None,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+) -> Path:
+    """Codebook units of layer `layer` (1-based) of a SpidR/DinoSR `checkpoint` for every
+    utterance of the audio `manifest`, in manifest order; sharded like `transcribe`."""
+    from sslspeech.units.codebooks import load_codebook_model
+
+    out = Path(out)
+    load_codebook_model(checkpoint, [layer])  # refuse a wrong checkpoint or layer up front
+    fingerprint = {
+        "manifest": str(Path(manifest).absolute()),
+        "checkpoint": str(Path(checkpoint).absolute()),
+        "checkpoint_files": _signature(Path(checkpoint)),
+        "layer": layer,
+        "num_shards": num_shards,
+        "format": "km" if km else "jsonl",
+    }
+    return run_parts(
+        transcribe_codebook_shard,
+        lambda i: (str(manifest), str(checkpoint), layer, str(out), i, num_shards, km, str(device)),
+        out,
+        fingerprint,
+        shard=shard,
+        num_shards=num_shards,
+        workers=workers,
+        executor=executor,
+        threads=threads,
+        quiet=quiet,
+    )

@@ -4,11 +4,14 @@ Joins on `fileid` (units JSONL `{"fileid", "units"}`), or by line order for fair
 Both files are streamed: when the units come in manifest order (as `transcribe` writes them)
 nothing is buffered; units that come early wait in a dict until their manifest line.
 
-Label rate: the targets are at the 50 Hz frame rate of the base conv stack (320 samples per
-frame), so an utterance of n samples should get `1 + (n - 400) // 320` units. `from_mfcc`
-takes every second unit of 100 Hz MFCC units, as the HuBERT recipe does (`units[::2]`, which
-gives ceil(T100 / 2)). Counts may differ from the expected one by `tolerance` frames (default 1:
-the rounding of the two frame rules; the recipe's data loader crops labels and audio to match).
+Label rate: by default the targets are at the 50 Hz frame rate of the base conv stack (320
+samples per frame), so an utterance of n samples should get `1 + (n - 400) // 320` units.
+`from_mfcc` says the units are 100 Hz MFCC units: at `label_rate=50` every second one is kept,
+as our recipe does (`units[::2]`, which gives ceil(T100 / 2)); at `label_rate=100` all are kept
+(`1 + (n - 400) // 160` per utterance), as fairseq's first iteration does, and the model
+(`label_rate = 100`) picks the label of frame t at index 2t (fairseq `forward_targets`).
+Counts may differ from the expected one by `tolerance` frames (default 1: the rounding of the
+two frame rules; the recipe's data loader crops labels and audio to match).
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sslspeech.errors import DataError
+from sslspeech.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 WINDOW = 400
 SAMPLES_PER_FRAME = 320
+LABEL_RATES = (50.0, 100.0)
 
 
 def expected_frames(num_samples: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> int:
@@ -88,18 +92,20 @@ class _UnitsLookup:
 
 
 def _check_length(
-    fileid: str, units: list[int], num_samples: int, tolerance: int, hint: str
+    fileid: str, units: list[int], num_samples: int, label_rate: float, tolerance: int, hint: str
 ) -> None:
-    expected = expected_frames(num_samples)
+    expected = expected_frames(num_samples, round(16000 / label_rate))
     if abs(len(units) - expected) <= tolerance:
         return
     ratio = len(units) / expected if expected else float("inf")
     advice = hint
     if 1.8 < ratio < 2.2:
         advice = "these look like 100 Hz units: pass --from-mfcc (from_mfcc=True)"
+    elif 0.45 < ratio < 0.55:
+        advice = "these look like 50 Hz units; 100 Hz labels need 100 Hz (MFCC) units"
     raise DataError(
         f"{fileid!r}: {len(units)} units for {num_samples} samples, expected {expected} "
-        f"(50 Hz, +-{tolerance}); {advice}"
+        f"({label_rate:g} Hz, +-{tolerance}); {advice}"
     )
 
 
@@ -109,17 +115,27 @@ def merge(
     out: str | os.PathLike[str],
     *,
     from_mfcc: bool = False,
+    label_rate: float = 50.0,
     tolerance: int = 1,
 ) -> int:
     """Write `out`: `manifest` with a units column (format from `out`'s extension); returns count.
 
-    Audio paths are written absolute, so `out` may live in any folder.
+    Audio paths are written absolute, so `out` may live in any folder. `label_rate` (50 or 100
+    Hz) is the rate of the written labels; 100 needs `from_mfcc` (see the module docstring).
 
     Raises DataError naming the utterance when units are missing or their count does not
     match the audio length (see the module docstring for the rule).
     """
     from sslspeech.data.manifest import iter_manifest, write_manifest
 
+    if label_rate not in LABEL_RATES:
+        raise ConfigError(f"label_rate must be 50 or 100 (Hz), got {label_rate}")
+    if label_rate == 100.0 and not from_mfcc:
+        raise ConfigError(
+            "100 Hz labels come from 100 Hz (MFCC) units: pass --from-mfcc (from_mfcc=True); "
+            "50 Hz model units are merged at --label-rate 50"
+        )
+    step = 2 if from_mfcc and label_rate == 50.0 else 1
     lookup = _UnitsLookup(units)
     if lookup.km:
         lines = sum(1 for _ in iter_units(units))
@@ -140,8 +156,8 @@ def merge(
                     f"{units}: no units for {where} of {manifest} (entry {index + 1}); "
                     "transcribe the features of this manifest"
                 )
-            labels = found[::2] if from_mfcc else found
-            _check_length(entry.fileid, labels, entry.num_samples, tolerance, hint)
+            labels = found[::step]
+            _check_length(entry.fileid, labels, entry.num_samples, label_rate, tolerance, hint)
             yield dataclasses.replace(
                 entry,
                 path=entry.path if entry.archive else str(Path(entry.path).absolute()),

@@ -14,7 +14,6 @@ No code from scikit-learn (or the file) runs, and scikit-learn need not be insta
 from __future__ import annotations
 
 import bz2
-import gzip
 import io
 import lzma
 import pickle
@@ -124,7 +123,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(
             f"{self.source}: the pickle asks for {module}.{name}, which is not on the allow-list "
             "for scikit-learn k-means files; nothing was executed. If you made this file "
-            "yourself, load it with trust=True (runs joblib.load)"
+            "yourself, load it with KMeans.load(path, trust=True) in Python or pass --trust-pickle "
+            "on the command line (both run joblib.load)"
         )
 
 
@@ -136,20 +136,35 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def _decompressed(raw: bytes) -> bytes:
-    """joblib's `compress=` formats are whole-stream zlib / gzip / bz2 / xz / lzma files."""
+#: joblib-compressed float arrays shrink far less; a file inflating beyond this is a bomb.
+_MAX_INFLATION = 64
+
+
+def _decompressed(raw: bytes, path: Path) -> bytes:
+    """joblib's `compress=` formats are whole-stream zlib / gzip / bz2 / xz / lzma files,
+    inflated to at most `_MAX_INFLATION` times the file's size."""
+    decompressor: Any = None
+    if raw[:2] == b"\x1f\x8b":
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif raw[:1] == b"\x78":
+        decompressor = zlib.decompressobj()
+    elif raw[:3] == b"BZh":
+        decompressor = bz2.BZ2Decompressor()
+    elif raw[:6] == b"\xfd7zXZ\x00" or raw[:1] == b"\x5d":
+        decompressor = lzma.LZMADecompressor()
+    if decompressor is None:
+        return raw
+    limit = _MAX_INFLATION * len(raw) + 2**20
     try:
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        if raw[:1] == b"\x78":
-            return zlib.decompress(raw)
-        if raw[:3] == b"BZh":
-            return bz2.decompress(raw)
-        if raw[:6] == b"\xfd7zXZ\x00" or raw[:1] == b"\x5d":
-            return lzma.decompress(raw)
+        out: bytes = decompressor.decompress(raw, limit + 1)
     except (OSError, zlib.error, lzma.LZMAError, ValueError) as error:
-        raise DataError(f"cannot decompress k-means file: {error}") from None
-    return raw
+        raise DataError(f"{path}: cannot decompress k-means file: {error}") from None
+    if len(out) > limit:
+        raise DataError(
+            f"{path}: the compressed k-means file inflates beyond {_MAX_INFLATION}x its "
+            f"{len(raw)} bytes; it is corrupt or hostile (refused before inflating it all)"
+        )
+    return out
 
 
 def load_sklearn_centroids(path: Path, trust: bool = False) -> tuple[np.ndarray, dict[str, str]]:
@@ -164,7 +179,7 @@ def load_sklearn_centroids(path: Path, trust: bool = False) -> tuple[np.ndarray,
         kind = type(model).__name__
         version = str(getattr(model, "_sklearn_version", ""))
     else:
-        stream = io.BytesIO(_decompressed(path.read_bytes()))
+        stream = io.BytesIO(_decompressed(path.read_bytes(), path))
         try:
             model = _RestrictedUnpickler(stream, path).load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:

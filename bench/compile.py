@@ -59,6 +59,7 @@ def measure(name: str, manifest: Path, workdir: Path, steps: int, compiled: bool
         samples += batch["waveforms"].numel()
         start = time.perf_counter()
         trainer.train_step([batch])
+        trainer.objective.after_step(trainer.model, trainer.state.step)
         times.append(time.perf_counter() - start)
     after = compile_counts()
     print(

@@ -116,7 +116,6 @@ row = st.tuples(
 )
 
 
-@needs_onednn
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(row, min_size=1, max_size=4), num_samples=st.integers(1000, 16000))
 def test_fast_paths_match_transformers(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from sslspeech.training.compile import compile_for_training
 from sslspeech.training.distributed import DistributedEnvironment
 
 AUTOCAST_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -34,7 +35,7 @@ def parallelize(
     and `.grad` after each all-reduce; the loop scales and clips them in place).
     """
     if compile:
-        model.compile(dynamic=True)
+        compile_for_training(model)
     if not env.is_distributed:
         return model
     return DistributedDataParallel(

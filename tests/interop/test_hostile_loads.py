@@ -167,6 +167,7 @@ print(json.dumps(results))
 """
 
 
+# Peak memory is read from /proc (VmHWM reset by clear_refs): Linux only; CI runs on Linux.
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_hostile_files_fail_fast_with_bounded_memory(tmp_path: Path) -> None:
     """Each hostile checkpoint or config is refused in < 10 s, growing memory by < 500 MB, with

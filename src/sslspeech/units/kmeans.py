@@ -26,8 +26,8 @@ import torch
 
 from sslspeech.errors import DataError
 from sslspeech.features.stream import StoreFrames, sample_frames
-from sslspeech.units.lloyd import (
-    FitResult,
+from sslspeech.units.lloyd import FitResult, kmeans_plusplus, lloyd, minibatch
+from sslspeech.units.passes import (
     Frames,
     Nearest,
     Ranks,
@@ -35,9 +35,6 @@ from sslspeech.units.lloyd import (
     assign,
     chunk_rows,
     inertia,
-    kmeans_plusplus,
-    lloyd,
-    minibatch,
 )
 from sslspeech.utils.safetensors import load_file, read_header, save_file
 

@@ -3,8 +3,8 @@
 full size and at a quarter of it. One JSON line per stage and size (wall time, throughput, peak
 memory of the stage's process tree), then the full/quarter ratios: time should grow 4x (linear),
 memory stay flat. The machine's load changes from stage to stage and every stage pays a
-fixed start-up (the `startup` line: `python -m sslspeech --version`), so read small stages
-with care.
+fixed start-up (the `startup` line: `python -m sslspeech --version`), so the ratios are also
+given with each size's start-up taken off (`time_ratio_after_startup`).
 
 The corpus: short snippets cut from a small synthetic corpus (espeak-ng), hard-linked under
 distinct names (so the files cost no disk), in folders of 1000.
@@ -172,11 +172,14 @@ def main() -> None:
             results[size] = records
         quarter, full = results[args.utterances // 4], results[args.utterances]
         for stage in full:
+            work_full = full[stage]["seconds"] - full["startup"]["seconds"]
+            work_quarter = quarter[stage]["seconds"] - quarter["startup"]["seconds"]
             emit(
                 {
                     "name": f"scale_{stage}_ratio",
                     "utterances": [args.utterances // 4, args.utterances],
                     "time_ratio": round(full[stage]["seconds"] / quarter[stage]["seconds"], 2),
+                    "time_ratio_after_startup": round(work_full / max(work_quarter, 1e-3), 2),
                     "anon_memory_ratio": round(
                         full[stage]["peak_anon_mib"] / quarter[stage]["peak_anon_mib"], 2
                     ),

@@ -137,3 +137,46 @@ def test_nested_nbytes_counts_arrays_and_tensors():
     """The size hint sums tensors and arrays in nested containers (and nothing else)."""
     state = {"a": torch.zeros(4), "b": [np.zeros(2, np.int16), ("x", 3)], "c": {"d": 1.0}}
     assert nested_nbytes(state) == 16 + 4
+
+
+class _FullAfterHalf:
+    """An append handle that writes half of what it is given, then fails with ENOSPC."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, data: str) -> int:
+        self._handle.write(data[: len(data) // 2])
+        self._handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _FullAfterHalf:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.close()
+
+
+def test_append_on_a_full_disk_leaves_no_half_line(tmp_path, monkeypatch):
+    """metrics.jsonl appends on a full disk: one DiskFullError naming the file, and the file
+    cut back to its last full line (the half-written one is gone)."""
+    from sslspeech.training.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    metrics = MetricsLog(path)
+    metrics.write({"step": 1, "loss": 2.5})
+    before = path.read_text()
+    real_open = pathlib.Path.open
+
+    def open_(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, mode, *args, **kwargs)
+        return _FullAfterHalf(handle) if mode == "a" else handle
+
+    monkeypatch.setattr(pathlib.Path, "open", open_)
+    with pytest.raises(DiskFullError, match=r"appending to metrics\.jsonl"):
+        metrics.write({"step": 2, "loss": 2.25, "note": "x" * 100})
+    monkeypatch.undo()
+    assert path.read_text() == before

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from sslspeech.utils.fileio import atomic_open
+from sslspeech.utils.fileio import append_line, atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ class MetricsLog:
         """Append one record; numbers also go to the sinks under "<split>/<key>"."""
         if not self.enabled:
             return
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json_line(record))
+        append_line(self.path, json_line(record))
         split, step = record.get("split", "train"), int(record.get("step", 0))
         numbers = {
             f"{split}/{k}": float(v)

@@ -23,6 +23,7 @@ from sslspeech.training.distributed import resolve_environment
 from sslspeech.training.metrics import Meter, read_metrics
 from sslspeech.training.objectives import Objective, build_objective
 from sslspeech.training.parallelize import autocast
+from sslspeech.utils.fileio import append_line
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +106,7 @@ def validate(
             failures.append(f"{path.name}: {error}")
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(out, json.dumps(record) + "\n")
         log.info("step %d: %s=%.4f", step, metric, record.get(metric, float("nan")))
     present = {path.name for _, path in ckpt.list_checkpoints(checkpoint_dir)}
     records = [r for r in read_metrics(out) if r.get("checkpoint") in present]

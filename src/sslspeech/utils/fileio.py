@@ -53,6 +53,27 @@ def atomic_path(path: str | os.PathLike[str], expected_bytes: int | None = None)
         tmp.unlink(missing_ok=True)
 
 
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append one text line to `path` (created if missing). When the disk is full the file is
+    cut back to its previous end (no half line) and `DiskFullError` names it."""
+    target = Path(path)
+    with target.open("a", encoding="utf-8") as handle:
+        end = handle.tell()
+        try:
+            handle.write(line)
+            handle.flush()
+        except OSError as error:
+            if error.errno not in _NO_SPACE:
+                raise
+            with contextlib.suppress(OSError):
+                handle.truncate(end)
+            raise DiskFullError(
+                f"no space left on {target.parent} while appending to {target.name} "
+                f"({_megabytes(shutil.disk_usage(target.parent).free)} MB free; the file is "
+                "intact up to its last full line); free some space, then rerun or resume"
+            ) from None
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sslspeech.cli import main
-from sslspeech.commands.kmeans import KMeansRun, submit_kmeans
+from sslspeech.launch.kmeans import KMeansRun, submit_kmeans
 from sslspeech.launch.slurm import SlurmOptions
 from sslspeech.units import KMeans
 from tests.units.test_kmeans_stream import utterances, write_store

@@ -111,3 +111,37 @@ def test_cli_end_to_end(setup, tmp_path):
     reference = transcribe(store, km, tmp_path / "ref.jsonl").read_bytes()
     assert main(["transcribe", str(store), str(km), str(tmp_path / "cli.jsonl"), "--quiet"]) == 0
     assert (tmp_path / "cli.jsonl").read_bytes() == reference
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_units_are_assigned_one_block_at_a_time(tmp_path, monkeypatch, dtype):
+    """Blocks of 7 rows over utterances of 0-30 frames (most cut by a block's end): no k-means
+    call sees more than a block, each frame is assigned once, and every utterance's units are
+    the predictions of its own frames (float16 stores: of its float16 values)."""
+    from sslspeech.features import open_store
+    from sslspeech.units.assign import assigned_units
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, 31, size=25)
+    data = {f"u{i:02d}": rng.normal(size=(int(n), 4)) for i, n in enumerate(lengths)}
+    store = tmp_path / "store"
+    write_store_meta(store, {"num_shards": 1})
+    with StoreWriter(store, 0, 1, dtype=dtype) as writer:
+        for key, value in data.items():
+            writer.add(key, value)
+    model = KMeans(rng.normal(size=(5, 4)))
+    calls = []
+    predict = KMeans.predict
+
+    def counted(self, x, *args):
+        calls.append(len(x))
+        return predict(self, x, *args)
+
+    monkeypatch.setattr(KMeans, "predict", counted)
+    units = list(assigned_units(open_store(store), list(data), model, block_rows=7))
+    total = sum(len(value) for value in data.values())
+    assert max(calls) == 7 and sum(calls) == total and len(calls) == -(-total // 7)
+    monkeypatch.setattr(KMeans, "predict", predict)
+    for labels, value in zip(units, data.values(), strict=True):
+        expected = model.predict(value.astype(dtype).astype(np.float32))
+        assert labels.tolist() == expected.tolist()

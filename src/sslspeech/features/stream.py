@@ -4,6 +4,7 @@
 evenly spaced frames among theirs) and returns `StoreFrames`: a virtual (frames, dim) float32
 matrix whose rows are copied on demand into one reusable buffer (float16 stores are read as
 float16 and converted there), so reading it costs O(block) memory whatever the store's size.
+`utterance_frames(store, keys)` is the same matrix over every frame of `keys`, in their order.
 """
 
 from __future__ import annotations
@@ -117,16 +118,23 @@ class StoreFrames:
             out[begin:end] = self._array(int(self._sources[segment]))[local]
 
 
+def utterance_lengths(store: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
+    """Frames of each utterance `keys` (from the store's index when it has one)."""
+    length = getattr(store, "length", None)
+    counts = [int(length(key)) if callable(length) else len(store[key]) for key in keys]
+    return np.asarray(counts, dtype=np.int64)
+
+
 def _segments_of(
-    store: Mapping[str, np.ndarray], keys: Sequence[str]
+    store: Mapping[str, np.ndarray], keys: Sequence[str], lengths: np.ndarray | None = None
 ) -> tuple[Callable[[int], np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """How to read the utterances `keys`: merged shard ranges for our store and fairseq dumps,
-    else one segment per utterance (per-file directories, plain mappings)."""
+    else one segment per utterance (per-file directories, plain mappings; `lengths` spares
+    reading each utterance once more)."""
     segments = getattr(store, "segments", None)
     if callable(segments):
         return store.array, segments(keys)  # type: ignore[attr-defined]
-    length = getattr(store, "length", None)
-    lengths = [int(length(key)) if callable(length) else len(store[key]) for key in keys]
+    lengths = utterance_lengths(store, keys) if lengths is None else lengths
 
     def array(index: int) -> np.ndarray:
         return np.asarray(store[keys[index]])
@@ -136,6 +144,38 @@ def _segments_of(
         np.arange(count, dtype=np.int64),
         np.zeros(count, dtype=np.int64),
         np.asarray(lengths, dtype=np.int64),
+    )
+
+
+def _first_frames(store: Mapping[str, Any], keys: Sequence[str]) -> np.ndarray | None:
+    """The features of the first utterance of `keys` with frames (its dim and dtype are the
+    store's), or None when none has any."""
+    first = next((key for key in keys if len(store[key])), None)
+    if first is None:
+        return None
+    sample = np.asarray(store[first])
+    if sample.ndim != 2:
+        raise DataError(f"{first}: expected (frames, dim) features, got shape {sample.shape}")
+    return sample
+
+
+def utterance_frames(
+    store: Mapping[str, Any],
+    keys: Sequence[str],
+    lengths: np.ndarray | None = None,
+    block_rows: int | None = None,
+) -> StoreFrames:
+    """Every frame of the utterances `keys`, end to end in their order (`lengths`: theirs, when
+    known), read block by block: what transcription streams through the k-means."""
+    array, segments = _segments_of(store, keys, lengths)
+    sample = _first_frames(store, keys)
+    return StoreFrames(
+        array,
+        segments,
+        dim=0 if sample is None else sample.shape[1],
+        dtype=np.dtype(np.float32) if sample is None else sample.dtype,
+        utterances=len(keys),
+        block_rows=block_rows,
     )
 
 
@@ -162,12 +202,9 @@ def sample_frames(
     chosen = [keys[i] for i in picked]
     array, segments = _segments_of(store, chosen)
     universe = int(segments[2].sum())
-    first = next((key for key in chosen if len(store[key])), None)
-    if first is None:
+    sample = _first_frames(store, chosen)
+    if sample is None:
         raise DataError(f"the {count} utterances drawn from the feature store have no frames")
-    sample = np.asarray(store[first])
-    if sample.ndim != 2:
-        raise DataError(f"{first}: expected (frames, dim) features, got shape {sample.shape}")
     num_frames, offset = universe, 0
     if max_frames is not None and max_frames < universe:
         num_frames = max_frames

@@ -1,5 +1,6 @@
 """Where a stage runs: this process, or a SLURM job submitted with submitit; the shards of a
-per-utterance stage run as local processes or as a SLURM job array."""
+per-utterance stage run as local processes or as a SLURM job array, and the processes of a
+distributed stage (k-means) as local workers or as the tasks of one SLURM job."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ class LocalExecutor:
 
 
 def call_stage(stage: Stage, context: StageContext) -> dict[str, Any]:
-    """The job body on a SLURM node (module level so that submitit can pickle it)."""
+    """The job body on a SLURM node (module level so that submitit can pickle it); in a job of
+    several tasks (a distributed stage), each task gets torchrun's variables first."""
+    from sslspeech.launch.slurm import export_torch_distributed
+
+    export_torch_distributed()
     return dict(stage.function(context))
 
 
@@ -94,9 +99,15 @@ class SlurmExecutor:
         if stage.shard_count is not None:
             return self._array(executor, stage, context, request)
         job = executor.submit(call_stage, stage, context)
-        log.info("stage %s: submitted job %s (%s)", stage.name, job.job_id, executor.cluster)
+        log.info(
+            "stage %s: submitted job %s of %d task(s) (%s)",
+            stage.name,
+            job.job_id,
+            job.num_tasks,
+            executor.cluster,
+        )
         try:
-            return dict(job.result())
+            return dict(job.results()[0])  # every task's (rank 0 first)
         except Exception as error:
             raise SSLSpeechError(
                 f"stage {stage.name!r}: job {job.job_id} failed; logs in {self.folder / stage.name}"
@@ -104,18 +115,21 @@ class SlurmExecutor:
             ) from error
 
     def _executor(self, submitit: Any, stage: Stage, request: StageResources) -> Any:
-        """A submitit executor with the stage's resources (one task per job)."""
+        """A submitit executor with the stage's resources: one task per job, or the processes
+        of a distributed stage spread over the nodes (each task with the GPUs it asks for)."""
         executor = submitit.AutoExecutor(folder=self.folder / stage.name, cluster=self.cluster)
+        nodes = min(request.nodes, stage.processes)
+        tasks = -(-stage.processes // nodes)
         parameters: dict[str, Any] = {
             "name": f"sslspeech-{stage.name}",
             "timeout_min": request.timeout_min,
-            "nodes": request.nodes,
-            "tasks_per_node": 1,
+            "nodes": nodes,
+            "tasks_per_node": tasks,
             "cpus_per_task": request.cpus_per_task,
             "mem_gb": request.mem_gb,
         }
         if request.gpus_per_node:
-            parameters["gpus_per_node"] = request.gpus_per_node
+            parameters["gpus_per_node"] = request.gpus_per_node * tasks
         slurm_only = {
             "slurm_account": self.account,
             "slurm_partition": self.partition,

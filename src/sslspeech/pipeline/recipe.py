@@ -120,10 +120,12 @@ class StageResources:
     flags) they are turned into."""
 
     gpus_per_node: int = 0
+    """GPUs of a job; a k-means job of several tasks: GPUs of each task."""
     cpus_per_task: int = 4
     mem_gb: int = 32
     timeout_min: int = 60
     nodes: int = 1
+    """Nodes of a training job, or of a k-means job of several tasks (one-task jobs take one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +136,11 @@ class ExecutorConfig:
     shards: int | None = None
     """Shards of every per-utterance stage (features, transcription): local processes or a
     SLURM job array; none: one per 5000 utterances of the manifest."""
+    kmeans_processes: int = 1
+    """Processes of each k-means stage, one distributed job whose sums are all-reduced (the
+    centroids of one process): local worker processes (gloo; NCCL with device = "cuda"), or
+    the tasks of one SLURM job over `[executor.gpu] nodes`, each with its `gpus_per_node`.
+    Not `shards`: a job's tasks all run at once, an array's shards need not."""
     cluster: str = ""
     """submitit cluster: "" (auto: slurm when available), "local" (subprocesses), "debug"."""
     account: str = ""
@@ -141,9 +148,9 @@ class ExecutorConfig:
     qos: str = ""
     constraint: str = ""
     cpu: StageResources = field(default_factory=StageResources)
-    """Feature extraction, k-means, transcription, evaluation."""
+    """Corpus, manifests, MFCC features, unit quality."""
     gpu: StageResources = field(default_factory=lambda: StageResources(gpus_per_node=1))
-    """Layer features and ABX of a model."""
+    """Layer features, k-means, transcription, ABX, validation."""
     train: StageResources = field(
         default_factory=lambda: StageResources(gpus_per_node=8, cpus_per_task=10, timeout_min=1440)
     )
@@ -152,6 +159,7 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if self.shards is not None:
             _positive("executor.shards", self.shards)
+        _positive("executor.kmeans_processes", self.kmeans_processes)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -141,6 +141,7 @@ class _Builder:
                 outputs={"kmeans": folder / "kmeans.safetensors"},
                 params={"k": config.k, "fraction": config.fraction, "seed": config.seed},
                 resources="gpu",
+                processes=self.recipe.executor.kmeans_processes,
             )
         )
         self.sharded(

@@ -26,6 +26,8 @@ class StageContext:
     """A sharded stage's one shard to do (0-based); None: every shard not yet done, then finish."""
     num_shards: int = 1
     """Shards the per-utterance work of a sharded stage is cut into."""
+    processes: int = 1
+    """Processes of a distributed stage's job (see `Stage.processes`)."""
 
 
 StageFunction = Callable[[StageContext], Mapping[str, Any]]
@@ -52,6 +54,11 @@ class Stage:
     """Per-utterance stages: the number of shards, from the context (module-level function).
     Each shard runs as `function(context)` with `context.shard` set (a local process or an
     array job), then `function` once more with `shard=None` finishes (e.g. joins parts)."""
+    processes: int = 1
+    """Distributed stages (k-means): the processes of its one torch.distributed job. Under the
+    local executor `function` starts them itself (`context.processes`); under SLURM they are
+    the tasks of one job, each running `function` with torchrun's variables set. Not part of
+    the input hash: N processes give the result of one."""
 
     def context(self, run_dir: Path, device: str, resume: bool) -> StageContext:
         return StageContext(
@@ -62,4 +69,5 @@ class Stage:
             params=dict(self.params),
             device=device,
             resume=resume,
+            processes=self.processes,
         )

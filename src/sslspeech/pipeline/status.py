@@ -22,6 +22,7 @@ SHOWN_RESULTS = (
     "loss",
     "utterances",
     "minutes",
+    "processes",
 )
 
 

@@ -160,16 +160,26 @@ def extract_layer_features(context: StageContext) -> Results:
 
 
 def fit_kmeans(context: StageContext) -> Results:
-    from sslspeech.features import open_store
-    from sslspeech.units.kmeans import fit_store
+    """k-means on the features, as one job of `context.processes` (local workers, or this
+    process as one task of the stage's SLURM job); rank 0 saves."""
+    from sslspeech.launch.kmeans import KMeansRun, fit
 
     params = context.params
-    store = open_store(context.inputs["features"])
-    model = fit_store(
-        store, params["k"], fraction=params["fraction"], seed=params["seed"], device=context.device
+    settings = KMeansRun(
+        features=str(context.inputs["features"]),
+        out=str(context.outputs["kmeans"]),
+        k=params["k"],
+        fraction=params["fraction"],
+        seed=params["seed"],
+        device=context.device,
     )
-    model.save(context.outputs["kmeans"])
-    return {"k": model.k}
+    report = fit(settings, context.processes)
+    return {
+        "k": params["k"],
+        "processes": int(report["world_size"]),
+        "iterations": int(report["iterations"]),
+        "inertia": float(report["inertia"]),
+    }
 
 
 def transcribe_units(context: StageContext) -> Results:

@@ -2,7 +2,9 @@
 an audio manifest -> the codebook units of a SpidR/DinoSR layer (`transcribe_codebooks`).
 
 Output: JSONL `{"fileid": ..., "units": [...]}` in the store's order, or fairseq `.km` lines
-(space-separated units, one line per utterance, same order) with `km=True`.
+(space-separated units, one line per utterance, same order) with `km=True`. Frames are read
+and assigned in blocks of about 32 MB (`assigned_units`): a shard's memory does not grow with
+the number of its frames.
 
 Sharded like feature extraction: shard i of n covers a contiguous range of the store's (or
 manifest's) utterances and is written atomically to `<out>.parts/part-IIIII-of-NNNNN`; complete
@@ -27,13 +29,12 @@ import torch
 
 from sslspeech.errors import DataError
 from sslspeech.features.extract import run_shards, shard_range
+from sslspeech.features.stream import utterance_frames, utterance_lengths
 from sslspeech.units.kmeans import KMeans
 from sslspeech.utils.fileio import atomic_open
 from sslspeech.utils.progress import progress
 
 log = logging.getLogger(__name__)
-
-BATCH_FRAMES = 1 << 20  # frames assigned per k-means call (utterances are grouped up to this)
 
 
 def parts_dir(out: str | os.PathLike[str]) -> Path:
@@ -71,20 +72,37 @@ def _prepare_parts(out: Path, fingerprint: dict[str, Any]) -> None:
             json.dump(fingerprint, handle, indent=1)
 
 
-def _batches(
-    store: Any, fileids: Sequence[str], batch_frames: int
-) -> Iterator[list[tuple[str, np.ndarray]]]:
-    batch: list[tuple[str, np.ndarray]] = []
-    frames = 0
-    for fileid in fileids:
-        array = store[fileid]
-        batch.append((fileid, array))
-        frames += array.shape[0]
-        if frames >= batch_frames:
-            yield batch
-            batch, frames = [], 0
-    if batch:
-        yield batch
+def assigned_units(
+    store: Any,
+    keys: Sequence[str],
+    model: KMeans,
+    device: str | torch.device = "cpu",
+    block_rows: int | None = None,
+) -> Iterator[np.ndarray]:
+    """The units of each utterance of `keys`, in order: their frames are read end to end in
+    blocks of `block_rows` (default: about 32 MB of float32, `utterance_frames`) and assigned a
+    block at a time, so memory is one block whatever the number of utterances (an utterance
+    cut by a block's end is joined from its pieces)."""
+    lengths = utterance_lengths(store, keys)
+    frames = utterance_frames(store, keys, lengths, block_rows)
+    starts = range(0, frames.num_frames, frames.block_rows)
+    blocks = (
+        model.predict(
+            frames.read(start, min(start + frames.block_rows, frames.num_frames)), device
+        ).numpy()
+        for start in starts
+    )
+    labels, used = np.empty(0, dtype=np.int64), 0
+    for length in lengths.tolist():
+        pieces = []
+        while length > 0:
+            if used == len(labels):
+                labels, used = next(blocks), 0
+            piece = labels[used : used + length]
+            pieces.append(piece)
+            used += len(piece)
+            length -= len(piece)
+        yield pieces[0] if len(pieces) == 1 else np.concatenate(pieces or [labels[:0]])
 
 
 def _line(fileid: str, units: np.ndarray, km: bool) -> str:
@@ -118,18 +136,19 @@ def transcribe_shard(
     model = KMeans.load(kmeans, trust=trust)
     fileids = list(store)
     start, end = shard_range(len(fileids), num_shards, shard)
-    count = start
+    keys = fileids[start:end]
     with atomic_open(target, "w") as handle:
-        batches = _batches(store, fileids[start:end], BATCH_FRAMES)
-        for batch in progress(batches, desc=f"transcribe {target.name}", quiet=quiet):
-            arrays = [np.asarray(a, dtype=np.float32) for _, a in batch]
-            labels = model.predict(np.concatenate(arrays), device=device).numpy()
-            bounds = np.cumsum([0] + [a.shape[0] for a in arrays])
-            for (fileid, _), begin, stop in zip(batch, bounds[:-1], bounds[1:], strict=True):
-                handle.write(_line(fileid, labels[begin:stop], km))
-                if on_utterance is not None:
-                    on_utterance(count)
-                count += 1
+        units = progress(
+            assigned_units(store, keys, model, device),
+            total=len(keys),
+            desc=f"transcribe {target.name}",
+            unit="utt",
+            quiet=quiet,
+        )
+        for index, (fileid, labels) in enumerate(zip(keys, units, strict=True), start=start):
+            handle.write(_line(fileid, labels, km))
+            if on_utterance is not None:
+                on_utterance(index)
     return True
 
 

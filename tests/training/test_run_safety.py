@@ -143,6 +143,18 @@ def test_apply_config_changes_gives_the_optimizer_the_new_schedule_from_the_step
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5 * 0.4)
 
 
+def test_a_new_parameter_grouping_is_refused_on_resume_with_the_ways_out(
+    three_steps: Path, tone_manifest: Path
+) -> None:
+    """optim.decay_norms_and_biases changes the optimizer's parameter groups: even with
+    --apply-config-changes the resume is refused, naming the key and run.init_from."""
+    with pytest.raises(ConfigError) as error:
+        resumed(three_steps, tone_manifest, "optim.decay_norms_and_biases=false", apply=True)
+    message = str(error.value)
+    assert "optim.decay_norms_and_biases" in message and "cannot change on resume" in message
+    assert "--restart" in message and "run.init_from=" in message and "step_3.pt" in message
+
+
 def test_an_infinite_learning_rate_stops_the_run_without_saving_it(
     tmp_path: Path, tone_manifest: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

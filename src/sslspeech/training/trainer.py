@@ -526,7 +526,15 @@ class Trainer:
     def resume(self, path: Path, saved: ckpt.TrainingCheckpoint) -> None:
         """Continue exactly from `saved`, the run's newest checkpoint (read from `path`)."""
         self.model.load_state_dict(saved.model.state_dict)
-        self.optimizer.load_state_dict(saved.optimizer)
+        try:
+            self.optimizer.load_state_dict(saved.optimizer)
+        except ValueError as error:  # parameter groups of another layout
+            raise ConfigError(
+                f"{path}: its optimizer state does not fit this config's parameter groups "
+                f"({error}); optim.decay_norms_and_biases (which splits them) cannot change "
+                "on resume: keep the checkpoint's value, start over with --restart, or start a "
+                f"new run from its weights with run.init_from={path}"
+            ) from None
         self.scheduler.load_state_dict(saved.scheduler)
         self.scaler.load_state_dict(saved.scaler)
         if self.apply_config_changes:

@@ -139,6 +139,10 @@ def _hostile_files(root: Path) -> dict[str, tuple[str, Path]]:
     }.items():
         cases[name] = ("hf", _hf_folder(root, f"hf{len(cases)}", **changes))
     cases["HF weights naming layer 10**12"] = ("hf", _hf_layer_index_bomb(root))
+    huge_config = _hf_folder(root, "huge_config")
+    with (huge_config / "config.json").open("r+b") as handle:  # sparse: no disk, 1 GiB to read
+        handle.truncate(2**30)
+    cases["1 GiB config.json"] = ("hf", huge_config)
     return cases
 
 

@@ -60,6 +60,7 @@ READER_MODULES = (
 )
 
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
+MAX_JSON_BYTES = 16 * 2**20  # a config.json / preprocessor_config.json is a few KB
 
 
 @dataclass
@@ -105,6 +106,11 @@ class CheckpointSource:
         path = self.directory / name
         if not path.is_file():
             return None
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(
+                f"{path}: {path.stat().st_size} bytes, more than any model's {name} "
+                f"({MAX_JSON_BYTES // 2**20} MiB at most); the file is not a config: replace it"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:

@@ -13,7 +13,9 @@ import torch
 from sslspeech.cli import main
 from sslspeech.data.audio import load_audio, standardize
 from sslspeech.errors import ConfigError
+from sslspeech.features.batching import length_batches
 from sslspeech.units import transcribe_codebooks
+from sslspeech.units.codebooks import batched_codebook_posteriors
 from tests.codebook_models import tiny_codebook_model
 
 FILES = ("f1_s00", "m1_s01", "f4_s02", "m3_s03")
@@ -46,10 +48,44 @@ def expected_units(model, abx_wav: Path, codebook: int) -> dict[str, list[int]]:
     return out
 
 
+@pytest.mark.parametrize(
+    ("model_type", "normalize_input"), [("spidr", True), ("dinosr", True), ("spidr", False)]
+)
+@pytest.mark.parametrize("batch_samples", [None, 12000])
+def test_batched_posteriors_equal_one_at_a_time(model_type, normalize_input, batch_samples):
+    """Mixed lengths (0 frames, exactly 1 frame, long) in length-sorted padded batches: every
+    utterance once, each asked layer's posteriorgram within 1e-5 of the utterance's own
+    `get_codebooks` (standardized as the checkpoint says), argmax units identical; a 12000-sample
+    budget makes 4 batches (one of 3 rows)."""
+    model = tiny_codebook_model(model_type, normalize_input=normalize_input)
+    rng = torch.Generator().manual_seed(0)
+    lengths = [1234, 399, 8000, 400, 5000, 8000, 0, 2999, 4000]
+    waveforms = [(0.1 * torch.randn(n, generator=rng) + 0.05).numpy() for n in lengths]
+    valid = [n for n in lengths if n >= 400]
+    assert len(length_batches(valid, 12000)) == 4
+    found = list(batched_codebook_posteriors(model, waveforms, [3, 2], batch_samples=batch_samples))
+    assert sorted(index for index, _ in found) == list(range(len(lengths)))
+    for index, posteriors in found:
+        assert list(posteriors) == [3, 2]
+        wav = torch.from_numpy(waveforms[index])
+        if len(wav) < 400:
+            assert [tuple(p.shape) for p in posteriors.values()] == [(0, 8), (0, 8)]
+            continue
+        with torch.inference_mode():
+            alone = model.get_codebooks((standardize(wav) if normalize_input else wav)[None])
+        for layer, codebook in ((3, 1), (2, 0)):
+            expected = alone[codebook][0]
+            torch.testing.assert_close(posteriors[layer], expected, atol=1e-5, rtol=1e-5)
+            assert torch.equal(posteriors[layer].argmax(-1), expected.argmax(-1))
+    units = {i: p[3].argmax(-1) for i, p in found if len(waveforms[i]) >= 400}
+    assert len(torch.cat(list(units.values())).unique()) > 1
+
+
 @pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
 def test_units_are_codebook_argmax(model_type, manifest, abx_wav, tmp_path):
     """Layer 3 of 3 is codebook 1 (layers 2, 3 have codebooks): JSONL in manifest order equal to
-    the argmax of the prediction; 3 shards give the same bytes; .km holds the same units."""
+    the argmax of the prediction; 3 shards with a 4000-sample budget (every utterance a batch
+    and a window of its own) give the same bytes; .km holds the same units."""
     model = tiny_codebook_model(model_type, tmp_path / "model")
     out = transcribe_codebooks(manifest, tmp_path / "model", 3, tmp_path / "u.jsonl", quiet=True)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -58,7 +94,13 @@ def test_units_are_codebook_argmax(model_type, manifest, abx_wav, tmp_path):
     assert {line["fileid"]: line["units"] for line in lines} == expected
     assert len({u for units in expected.values() for u in units}) > 1
     sharded = transcribe_codebooks(
-        manifest, tmp_path / "model", 3, tmp_path / "s.jsonl", num_shards=3, quiet=True
+        manifest,
+        tmp_path / "model",
+        3,
+        tmp_path / "s.jsonl",
+        num_shards=3,
+        batch_samples=4000,
+        quiet=True,
     )
     assert sharded.read_bytes() == out.read_bytes()
     km = transcribe_codebooks(manifest, tmp_path / "model", 3, tmp_path / "u.km", km=True)
@@ -66,19 +108,22 @@ def test_units_are_codebook_argmax(model_type, manifest, abx_wav, tmp_path):
 
 
 def test_cli_and_single_shard_jobs(manifest, abx_wav, tmp_path, capsys):
-    """`transcribe --checkpoint C --layer 2 MANIFEST OUT` (codebook 0); --shard i/n jobs join."""
+    """`transcribe --checkpoint C --layer 2 --batch-samples 81000 MANIFEST OUT` (codebook 0;
+    each shard's 2 utterances one padded batch); --shard i/n jobs join."""
     model = tiny_codebook_model("spidr", tmp_path / "model")
     out = tmp_path / "units.jsonl"
     for shard in ("1/2", "0/2"):
         args = ["transcribe", "--checkpoint", str(tmp_path / "model"), "--layer", "2"]
-        assert main([*args, "--shard", shard, "--quiet", str(manifest), str(out)]) == 0
+        args += ["--batch-samples", "81000", "--shard", shard, "--quiet"]
+        assert main([*args, str(manifest), str(out)]) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert {line["fileid"]: line["units"] for line in lines} == expected_units(model, abx_wav, 0)
 
 
 def test_errors_name_the_layers(manifest, tmp_path, capsys):
     """A layer without a codebook names the layers that have one; a HuBERT checkpoint is
-    refused; the k-means form without a k-means model is a usage error (exit 1)."""
+    refused; the k-means form without a k-means model, or with --batch-samples, is a usage
+    error (exit 1); a batch budget below one sample is refused."""
     from tests.evaluation.test_cli import tiny_hubert
 
     tiny_codebook_model("spidr", tmp_path / "spidr")
@@ -89,6 +134,10 @@ def test_errors_name_the_layers(manifest, tmp_path, capsys):
         transcribe_codebooks(manifest, tmp_path / "hubert", 2, tmp_path / "u.jsonl")
     assert main(["transcribe", str(manifest), str(tmp_path / "u.jsonl")]) == 1
     assert "FEATURES KMEANS OUT" in capsys.readouterr().err
+    assert main(["transcribe", "FEATS", "KM", "u.jsonl", "--batch-samples", "8000"]) == 1
+    assert "--batch-samples sizes the model batches of --checkpoint" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"batch_samples must be >= 1 \(--batch-samples\)"):
+        transcribe_codebooks(manifest, tmp_path / "spidr", 2, tmp_path / "u.jsonl", batch_samples=0)
     args = ["transcribe", "--checkpoint", str(tmp_path / "spidr"), str(manifest), "o.jsonl"]
     assert main(args) == 1
     assert "--layer" in capsys.readouterr().err

@@ -99,14 +99,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "before the residual add",
     )
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    add_batch_samples_argument(parser)
+    add_sharding_arguments(parser)
+
+
+def add_batch_samples_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """--batch-samples: the padded samples per model batch (`features`, `transcribe`)."""
     parser.add_argument(
         "--batch-samples",
         type=int,
         default=None,
-        help="padded audio samples per model batch, utterances sorted by length (default: "
-        "60 s of audio on CPU, 200 s on a GPU)",
+        help=f"{note}padded audio samples per model batch, utterances sorted by length "
+        "(default: 60 s of audio on CPU, 200 s on a GPU)",
     )
-    add_sharding_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

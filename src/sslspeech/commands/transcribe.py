@@ -8,7 +8,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from sslspeech.commands.features import add_sharding_arguments, job_options
+from sslspeech.commands.features import (
+    add_batch_samples_argument,
+    add_sharding_arguments,
+    job_options,
+)
 from sslspeech.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="load a scikit-learn k-means with joblib.load (runs code from the file; only for "
         "files you made) when the restricted reader refuses it",
     )
+    add_batch_samples_argument(parser, "with --checkpoint: ")
     add_sharding_arguments(parser)
 
 
@@ -55,11 +60,24 @@ def run(args: argparse.Namespace) -> int:
                 "give FEATURES KMEANS OUT, or --checkpoint SPIDR_OR_DINOSR --layer L "
                 "AUDIO_MANIFEST OUT (codebook units)"
             )
+        if args.batch_samples is not None:
+            raise ConfigError(
+                "--batch-samples sizes the model batches of --checkpoint (codebook units); "
+                "k-means transcription reads features, not audio"
+            )
         features, kmeans = args.inputs
         transcribe(features, kmeans, out, km=args.km, trust=args.trust_pickle, **jobs)
     else:
         if len(args.inputs) != 1 or args.layer is None:
             raise ConfigError("--checkpoint takes --layer L and one AUDIO_MANIFEST before OUT")
-        transcribe_codebooks(args.inputs[0], args.checkpoint, args.layer, out, km=args.km, **jobs)
+        transcribe_codebooks(
+            args.inputs[0],
+            args.checkpoint,
+            args.layer,
+            out,
+            km=args.km,
+            batch_samples=args.batch_samples,
+            **jobs,
+        )
     log.info("units in %s", out)
     return 0

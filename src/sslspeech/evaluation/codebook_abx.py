@@ -14,7 +14,11 @@ import torch
 from sslspeech.errors import ConfigError
 from sslspeech.evaluation.abx import AbxResult, Context, Speaker, abx_result
 from sslspeech.evaluation.items import Items, read_items
-from sslspeech.units.codebooks import codebook_layers, codebook_posteriors, load_codebook_model
+from sslspeech.units.codebooks import (
+    codebook_layers,
+    load_codebook_model,
+    stream_codebook_posteriors,
+)
 
 
 def _waveforms(audio: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
@@ -25,22 +29,28 @@ def _waveforms(audio: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
 
 
 def codebook_units(
-    model: Any, audio: dict[str, Path], layers: Sequence[int]
+    model: Any, audio: dict[str, Path], layers: Sequence[int], batch_samples: int | None = None
 ) -> dict[int, dict[str, np.ndarray]]:
-    """layer -> fileid -> (T,) int32 unit ids, one forward pass per file for all layers."""
+    """layer -> fileid -> (T,) int32 unit ids, one pass for all layers, in batches of
+    `batch_samples` padded samples (`stream_codebook_posteriors`)."""
     out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in layers}
-    for fileid, wav in _waveforms(audio):
-        for layer, probabilities in codebook_posteriors(model, wav, layers).items():
-            out[layer][fileid] = probabilities.argmax(-1).numpy().astype(np.int32)
+    posteriors = stream_codebook_posteriors(
+        model, _waveforms(audio), layers, batch_samples=batch_samples
+    )
+    for fileid, found in posteriors:
+        for layer, probabilities in found.items():
+            out[layer][fileid] = probabilities.argmax(-1).cpu().numpy().astype(np.int32)
     return out
 
 
-def layer_posteriorgrams(model: Any, audio: dict[str, Path], layer: int) -> dict[str, np.ndarray]:
+def layer_posteriorgrams(
+    model: Any, audio: dict[str, Path], layer: int, batch_samples: int | None = None
+) -> dict[str, np.ndarray]:
     """fileid -> (T, V) float32 codeword probabilities of one layer."""
-    return {
-        fileid: codebook_posteriors(model, wav, [layer])[layer].numpy()
-        for fileid, wav in _waveforms(audio)
-    }
+    posteriors = stream_codebook_posteriors(
+        model, _waveforms(audio), [layer], batch_samples=batch_samples
+    )
+    return {fileid: found[layer].cpu().numpy() for fileid, found in posteriors}
 
 
 def abx_codebook_layers(
@@ -57,9 +67,11 @@ def abx_codebook_layers(
     max_x_across: int | None = 5,
     seed: int = 0,
     device: str | torch.device | None = None,
+    batch_samples: int | None = None,
 ) -> dict[int, AbxResult]:
     """ABX of the codebook units of `layers` (default: every codebook layer) of a SpidR/DinoSR
-    checkpoint on an item file's audio.
+    checkpoint on an item file's audio, the model run in batches of `batch_samples` padded
+    samples (default: `default_batch_samples`).
 
     "onehot" scores the unit ids (those of every layer come from one pass and take 4 bytes a
     frame); "kl_symmetric" scores the posteriorgrams, one layer at a time in memory (one pass
@@ -84,9 +96,11 @@ def abx_codebook_layers(
         "distance": distance,
     }
     if distance == "onehot":
-        units = codebook_units(model, audio, layers)
+        units = codebook_units(model, audio, layers, batch_samples)
         return {layer: abx_result(items, units[layer], rate, **settings) for layer in layers}
     return {
-        layer: abx_result(items, layer_posteriorgrams(model, audio, layer), rate, **settings)
+        layer: abx_result(
+            items, layer_posteriorgrams(model, audio, layer, batch_samples), rate, **settings
+        )
         for layer in layers
     }

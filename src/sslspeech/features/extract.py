@@ -14,7 +14,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from sslspeech.errors import ConfigError, SSLSpeechError
-from sslspeech.features.batching import batched_layers, default_batch_samples
+from sslspeech.features.batching import (
+    WINDOW_BATCHES,
+    batched_layers,
+    check_batch_samples,
+    default_batch_samples,
+    windows,
+)
 from sslspeech.features.store import (
     DTYPES,
     StoreWriter,
@@ -38,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MFCC_FRAME_RATE = 100.0
 KINDS = ("mfcc", "model")
-WINDOW_BATCHES = 8  # batches' worth of audio loaded at once: sorting by length needs a choice
 
 
 @dataclass(frozen=True)
@@ -220,28 +225,13 @@ def extract_shard(
     budget = default_batch_samples(device) if batch_samples is None else batch_samples
     window = WINDOW_BATCHES * budget
     with StoreWriter(out, shard, num_shards, dtype=spec.dtype) as writer:
-        for indices in _windows(rows, entries, window):
+        for indices in windows(rows, lambda row: int(entries[row].num_samples), window):
             arrays = featurizer.batch([load_audio(entries[i]) for i in indices])
             for i, features in zip(indices, arrays, strict=True):
                 writer.add(entries[i].fileid, features)
                 if on_utterance is not None:
                     on_utterance(i)
     return True
-
-
-def _windows(rows: Iterable[int], entries: Sequence[Any], samples: int) -> Iterator[list[int]]:
-    """Consecutive rows in runs of about `samples` audio samples (by the manifest's lengths):
-    what is in memory at once."""
-    window: list[int] = []
-    total = 0
-    for row in rows:
-        window.append(row)
-        total += int(entries[row].num_samples)
-        if total >= samples:
-            yield window
-            window, total = [], 0
-    if window:
-        yield window
 
 
 def run_shards(
@@ -346,8 +336,7 @@ def extract_features(
     out = Path(out_dir)
     if num_shards < 1:
         raise ConfigError(f"num_shards must be >= 1, got {num_shards}")
-    if batch_samples is not None and batch_samples < 1:
-        raise ConfigError(f"batch_samples must be >= 1 (--batch-samples), got {batch_samples}")
+    check_batch_samples(batch_samples)
     write_store_meta(out, store_meta(manifest, len(_entries(manifest)), spec, num_shards), True)
     todo = [shard] if shard is not None else list(range(num_shards))
     todo = [i for i in todo if not shard_complete(out, i, num_shards)]

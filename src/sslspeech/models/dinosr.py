@@ -25,6 +25,7 @@ from sslspeech.models.ema import dinosr_ema_decay, ema_update_
 from sslspeech.models.encoder import (
     Encoder,
     EncoderModel,
+    EncoderOutput,
     Transformer,
     TransformerOutput,
     check_lengths,
@@ -265,7 +266,9 @@ class DinoSR(EncoderModel):
         log_probs = self.heads(self._head_inputs(student, index))
         return masked_prediction_loss(log_probs, labels)
 
-    def _head_inputs(self, student: TransformerOutput, index: Tensor | None) -> Tensor:
+    def _head_inputs(
+        self, student: TransformerOutput | EncoderOutput, index: Tensor | None
+    ) -> Tensor:
         """What the heads read at the selected frames (None: all): the student's final output,
         [frame, feature]."""
         x = student.output.flatten(0, 1)
@@ -290,14 +293,21 @@ class DinoSR(EncoderModel):
     # ----------------------------------------------------------------------------- units
 
     @torch.no_grad()
+    def head_probabilities(
+        self, student: TransformerOutput | EncoderOutput, index: Tensor | None = None
+    ) -> Tensor:
+        """Codeword probabilities (float32) of every head from a pass of the student, at the flat
+        frames `index` of its [batch * frame] outputs (None: all): [codebook, frame, codeword]."""
+        return self.heads(self._head_inputs(student, index)).float().exp()
+
+    @torch.no_grad()
     def get_codebooks(
         self, waveforms: Tensor, lengths: Tensor | None = None, onehot: bool = False
     ) -> list[Tensor]:
         """Head predictions on the unmasked input: one [batch, frame, codeword] tensor per
         codebook, probabilities (float32) or, with `onehot`, the int64 one-hot of the argmax."""
         student = self.encoder(waveforms, lengths)
-        inputs = self._head_inputs(student, None)
-        probs = self.heads(inputs).float().exp()
+        probs = self.head_probabilities(student)
         batch, frames = student.output.shape[:2]
         probs = probs.view(self.num_codebooks, batch, frames, -1)
         if onehot:

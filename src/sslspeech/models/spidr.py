@@ -13,7 +13,7 @@ from torch import Tensor
 from sslspeech.errors import ConfigError
 from sslspeech.models.dinosr import DinoSR, DinoSRConfig
 from sslspeech.models.ema import spidr_ema_decay
-from sslspeech.models.encoder import TransformerOutput
+from sslspeech.models.encoder import EncoderOutput, TransformerOutput
 from sslspeech.models.masked import select_rows
 
 
@@ -67,7 +67,9 @@ class SpidR(DinoSR):
         cfg = self.config
         return spidr_ema_decay(step, cfg.ema_start_decay, cfg.ema_timescale, cfg.ema_threshold)
 
-    def _head_inputs(self, student: TransformerOutput, index: Tensor | None) -> Tensor:
+    def _head_inputs(
+        self, student: TransformerOutput | EncoderOutput, index: Tensor | None
+    ) -> Tensor:
         """Feed-forward outputs of the last K student layers at the selected frames (None: all):
         [codebook, frame, feature]."""
         layers = [y.flatten(0, 1) for y in student.ffn_outputs[-self.num_codebooks :]]

@@ -238,13 +238,15 @@ def transcribe_codebook_shard(
     num_shards: int = 1,
     km: bool = False,
     device: str | torch.device = "cpu",
+    batch_samples: int | None = None,
     quiet: bool = False,
 ) -> bool:
     """Write one shard's part of codebook units (argmax of the layer's posteriorgram) unless
-    it exists; True when it was written."""
+    it exists; True when it was written. The model runs on batches of `batch_samples` padded
+    samples (see `stream_codebook_posteriors`)."""
     from sslspeech.data.audio import load_audio
     from sslspeech.data.manifest import read_manifest
-    from sslspeech.units.codebooks import codebook_posteriors, load_codebook_model
+    from sslspeech.units.codebooks import load_codebook_model, stream_codebook_posteriors
 
     target = part_path(out, shard, num_shards)
     if target.is_file():
@@ -252,10 +254,13 @@ def transcribe_codebook_shard(
     entries = read_manifest(manifest)
     model = load_codebook_model(checkpoint, [layer], device)
     start, end = shard_range(len(entries), num_shards, shard)
+    rows = progress(entries[start:end], desc=f"transcribe {target.name}", quiet=quiet)
+    audio = ((entry.fileid, load_audio(entry)) for entry in rows)
     with atomic_open(target, "w") as handle:
-        for entry in progress(entries[start:end], desc=f"transcribe {target.name}", quiet=quiet):
-            probabilities = codebook_posteriors(model, load_audio(entry), [layer])[layer]
-            handle.write(_line(entry.fileid, probabilities.argmax(-1).numpy(), km))
+        for fileid, posteriors in stream_codebook_posteriors(
+            model, audio, [layer], batch_samples=batch_samples
+        ):
+            handle.write(_line(fileid, posteriors[layer].argmax(-1).cpu().numpy(), km))
     return True
 
 
@@ -279,13 +284,17 @@ def transcribe_codebooks(
     executor: Any = None,
     threads: int | None = None,
     device: str | torch.device = "cpu",
+    batch_samples: int | None = None,
     quiet: bool = False,
 ) -> Path:
     """Codebook units of layer `layer` (1-based) of a SpidR/DinoSR `checkpoint` for every
-    utterance of the audio `manifest`, in manifest order; sharded like `transcribe`."""
+    utterance of the audio `manifest`, in manifest order; sharded like `transcribe`. The model
+    runs on batches of `batch_samples` padded samples (default: `default_batch_samples`)."""
+    from sslspeech.features.batching import check_batch_samples
     from sslspeech.units.codebooks import load_codebook_model
 
     out = Path(out)
+    check_batch_samples(batch_samples)
     load_codebook_model(checkpoint, [layer])  # refuse a wrong checkpoint or layer up front
     fingerprint = {
         "manifest": str(Path(manifest).absolute()),
@@ -297,7 +306,17 @@ def transcribe_codebooks(
     }
     return run_parts(
         transcribe_codebook_shard,
-        lambda i: (str(manifest), str(checkpoint), layer, str(out), i, num_shards, km, str(device)),
+        lambda i: (
+            str(manifest),
+            str(checkpoint),
+            layer,
+            str(out),
+            i,
+            num_shards,
+            km,
+            str(device),
+            batch_samples,
+        ),
         out,
         fingerprint,
         shard=shard,

@@ -9,8 +9,8 @@ layer are the argmax of that head's posteriorgram (its codeword probabilities).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from torch import Tensor
 from sslspeech.errors import ConfigError
 
 CODEBOOK_MODELS = ("spidr", "dinosr")
+
+K = TypeVar("K")
 
 
 def codebook_layers(model: Any) -> list[int]:
@@ -56,23 +58,58 @@ def load_codebook_model(
 
 
 @torch.inference_mode()
-def codebook_posteriors(
-    model: Any, waveform: np.ndarray, layers: Sequence[int]
-) -> dict[int, Tensor]:
-    """layer -> [frame, codeword] float32 probabilities (CPU) of one mono 16 kHz waveform.
+def batched_codebook_posteriors(
+    model: Any,
+    waveforms: Sequence[np.ndarray],
+    layers: Sequence[int],
+    *,
+    batch_samples: int | None = None,
+) -> Iterator[tuple[int, dict[int, Tensor]]]:
+    """(index, layer -> [frame, codeword] float32 probabilities on the model's device) for every
+    mono 16 kHz waveform, in length-sorted batches of at most `batch_samples` padded samples
+    (`encoded_batches`); each equals the utterance's own `get_codebooks`.
 
-    The waveform is standardized first when the checkpoint says so; audio shorter than one
-    frame gives 0 frames.
+    Waveforms are standardized first when the checkpoint says so; audio shorter than one frame
+    gives 0 frames (those come first).
     """
-    device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)).to(device)
-    if int(model.frame_lengths(torch.tensor([x.shape[0]]))[0]) == 0:
-        empty = torch.zeros(0, model.config.codebook_size)
-        return {layer: empty for layer in layers}
-    if model.config.normalize_input:
-        from sslspeech.data.audio import standardize
+    from sslspeech.data.audio import standardize
+    from sslspeech.features.batching import encoded_batches
 
-        x = standardize(x)
-    probabilities = model.get_codebooks(x[None])
-    first = codebook_layers(model)[0]
-    return {layer: probabilities[layer - first][0].float().cpu() for layer in layers}
+    device = next(model.parameters()).device
+    tensors = [
+        torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).to(device) for w in waveforms
+    ]
+    if model.config.normalize_input:
+        tensors = [standardize(x) for x in tensors]
+    heads = torch.tensor([layer - codebook_layers(model)[0] for layer in layers], device=device)
+    empty = torch.zeros(0, model.config.codebook_size, device=device)
+    for batch in encoded_batches(model, tensors, batch_samples=batch_samples, device=device):
+        if batch.out is None:
+            for index in batch.rows:
+                yield index, dict.fromkeys(layers, empty)
+            continue
+        frames = batch.valid_frames().to(device)
+        probabilities = model.head_probabilities(batch.out, frames)[heads]
+        for index, rows in zip(batch.rows, probabilities.split(batch.frames, 1), strict=True):
+            yield index, dict(zip(layers, rows.unbind(0), strict=True))
+
+
+def stream_codebook_posteriors(
+    model: Any,
+    audio: Iterable[tuple[K, np.ndarray]],
+    layers: Sequence[int],
+    *,
+    batch_samples: int | None = None,
+) -> Iterator[tuple[K, dict[int, Tensor]]]:
+    """(key, posteriors as `batched_codebook_posteriors`) for every (key, waveform) of `audio`,
+    in its order: loaded in windows of `WINDOW_BATCHES` batches, sorted by length within each
+    (what is in memory at once)."""
+    from sslspeech.features.batching import WINDOW_BATCHES, default_batch_samples, windows
+
+    device = next(model.parameters()).device
+    budget = default_batch_samples(device) if batch_samples is None else batch_samples
+    for window in windows(audio, lambda item: len(item[1]), WINDOW_BATCHES * budget):
+        waveforms = [wav for _, wav in window]
+        found = dict(batched_codebook_posteriors(model, waveforms, layers, batch_samples=budget))
+        for index, (key, _) in enumerate(window):
+            yield key, found[index]

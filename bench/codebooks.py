@@ -1,0 +1,111 @@
+"""Codebook units (`transcribe --checkpoint`) on CPU: audio seconds per second, batched vs one
+utterance at a time.
+
+A random small SpidR (no download: base conv stack, `--layers` layers `--width` wide, 4
+codebooks of 256), the posteriorgram of its last codebook layer over utterances of mixed lengths
+drawn uniformly in [--min-seconds, --max-seconds]. "unbatched" is the utterance's own
+`get_codebooks` on its standardized waveform (what transcription did before batching);
+"batched" is `sslspeech.units.codebooks.batched_codebook_posteriors` with each
+`--batch-seconds` budget. Runs are interleaved (the machine may be shared) and medians reported
+(on a shared machine the CPU-time figure, ideally with `--threads 1`, is the steadier one);
+one JSON line per setting, with the max |batched - unbatched| difference of the posteriorgrams
+and whether every argmax unit agrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+import torch
+
+from inference import median_times  # bench/inference.py: interleaved (wall, CPU) medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--utterances", type=int, default=16)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--max-seconds", type=float, default=8.0)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--batch-seconds", type=float, nargs="+", default=[20.0, 60.0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from sslspeech.data.audio import standardize
+    from sslspeech.models.spidr import SpidR, SpidRConfig
+    from sslspeech.units.codebooks import batched_codebook_posteriors
+
+    torch.manual_seed(0)
+    config = SpidRConfig(
+        num_layers=args.layers,
+        embed_dim=args.width,
+        ffn_dim=4 * args.width,
+        num_heads=args.width // 64,
+        num_codebooks=4,
+    )
+    model = SpidR(config).eval()
+    seconds = torch.empty(args.utterances).uniform_(args.min_seconds, args.max_seconds)
+    waveforms = [torch.randn(int(s * 16000)).numpy() for s in seconds.tolist()]
+    audio_s = sum(len(w) for w in waveforms) / 16000
+
+    @torch.inference_mode()
+    def unbatched() -> list[torch.Tensor]:
+        return [
+            model.get_codebooks(standardize(torch.from_numpy(w))[None])[-1][0] for w in waveforms
+        ]
+
+    def batched(budget_s: float) -> Callable[[], list[torch.Tensor]]:
+        budget = int(budget_s * 16000)
+
+        def run() -> list[torch.Tensor]:
+            found = dict(
+                batched_codebook_posteriors(model, waveforms, [args.layers], batch_samples=budget)
+            )
+            return [found[i][args.layers] for i in range(len(waveforms))]
+
+        return run
+
+    runs = [unbatched, *(batched(b) for b in args.batch_seconds)]
+    medians = median_times(runs, args.repeats, args.warmup)
+    reference = unbatched()
+    common = {
+        "bench": "codebooks",
+        "model": f"spidr_{args.layers}x{args.width}",
+        "layer": args.layers,
+        "utterances": args.utterances,
+        "audio_s": round(audio_s, 2),
+        "lengths_s": [args.min_seconds, args.max_seconds],
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+    }
+    names = ["unbatched", *(f"batched_{b:g}s" for b in args.batch_seconds)]
+    for index, (name, (wall, cpu)) in enumerate(zip(names, medians, strict=True)):
+        figure = {
+            **common,
+            "setting": name,
+            "median_wall_s": round(wall, 3),
+            "audio_s_per_s": round(audio_s / wall, 2),
+            "audio_s_per_cpu_s": round(audio_s / cpu, 2),
+            "speedup_vs_unbatched": round(medians[0][0] / wall, 3),
+        }
+        if index:
+            outputs = runs[index]()
+            pairs = list(zip(outputs, reference, strict=True))
+            figure["max_abs_diff"] = max((got - want).abs().max().item() for got, want in pairs)
+            figure["units_equal"] = all(
+                torch.equal(got.argmax(-1), want.argmax(-1)) for got, want in pairs
+            )
+        print(json.dumps(figure), flush=True)
+
+
+if __name__ == "__main__":
+    main()

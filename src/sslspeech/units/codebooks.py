@@ -49,12 +49,14 @@ def check_codebook_layers(model: Any, layers: Sequence[int], source: object) -> 
 def load_codebook_model(
     checkpoint: str | os.PathLike[str], layers: Sequence[int], device: str | torch.device = "cpu"
 ) -> Any:
-    """The SpidR/DinoSR model of `checkpoint` on `device` (eval), checked for `layers`."""
+    """The SpidR/DinoSR model of `checkpoint` on `device` (eval, with the CPU inference fast
+    paths), checked for `layers`."""
     from sslspeech.models import load_model
+    from sslspeech.models.cpu_inference import optimize_for_cpu_inference
 
     model: Any = load_model(checkpoint)
     check_codebook_layers(model, layers, checkpoint)
-    return model.to(torch.device(device)).eval()
+    return optimize_for_cpu_inference(model.to(torch.device(device)).eval())
 
 
 @torch.inference_mode()

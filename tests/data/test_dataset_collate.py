@@ -160,6 +160,30 @@ def test_collate_pads_and_masks(tmp_path: Path) -> None:
         Collator(mask_prob=0.5)
 
 
+@pytest.mark.parametrize("same_masks", [True, False])
+def test_collated_tensors_are_contiguous(tmp_path: Path, same_masks: bool) -> None:
+    """Every tensor of a batch has row-major strides, masks too, for one row as for several (a
+    compiled model guards on the strides of its inputs: a view of a wider tensor recompiles
+    it)."""
+    dataset = AudioDataset(ramp_corpus(tmp_path), labels="manifest", min_samples=2000)
+    collate = Collator(
+        base_frame_lengths,
+        mask_prob=0.65,
+        mask_length=3,
+        require_same_masks=same_masks,
+        mask_indices=same_masks,
+    )
+    for items in ([dataset[0]], [dataset[0], dataset[0]], [dataset[i] for i in range(4)]):
+        batch = collate(items)
+        strided = [
+            key
+            for key, value in batch.items()
+            if isinstance(value, torch.Tensor)
+            and value.stride() != torch.empty(value.shape).stride()
+        ]
+        assert strided == []
+
+
 @pytest.mark.parametrize("random_crop", [True, False])
 def test_crop_batching_cuts_to_the_shortest_utterance(tmp_path: Path, random_crop: bool) -> None:
     """batching="crop": every row is a window of its utterance as long as the shortest one,

@@ -115,7 +115,10 @@ def compute_mask(
         valid = valid & (positions < sizes[:, None, None])
         positions = torch.where(valid, positions, time).reshape(batch, -1)  # column `time` = bin
         spill = torch.zeros(batch, time + 1, dtype=torch.bool, device=device)
-        mask = spill.scatter_(1, positions, True)[:, :time]
+        # row-major strides, one row too: a compiled model guards on the strides of its inputs
+        mask = spill.scatter_(1, positions, True)[:, :time].clone(
+            memory_format=torch.contiguous_format
+        )
     counts = mask.sum(dim=1)
     if require_same_masks and batch > 1 and bool((counts != counts.min()).any()):
         counts = counts.min().expand(batch)

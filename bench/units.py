@@ -9,7 +9,7 @@
 - the 768-dim fit out of core: streamed from a float32 store on disk in a fresh process, its
   time and peak anonymous memory (RssAnon) against the store's size;
 - peak RSS of feature extraction for the corpus manifest and for 4x as many files (each in a
-  fresh subprocess, `resource.getrusage`), to show memory does not grow with the file count.
+  fresh subprocess, its VmHWM), to show memory does not grow with the file count.
 
 Usage: python bench/units.py [--corpus DIR] [--device cuda] [--threads N]
 """
@@ -297,12 +297,14 @@ def kmeans_out_of_core(x: np.ndarray, k: int, work: Path, threads: int, faiss_s:
     shutil.rmtree(work / "layer_store_3x")
 
 
+# VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts at the RSS its parent had at fork
+# (the high-water mark of the pre-exec address space is kept), i.e. the bench's own frames.
 RSS_CHILD = """
-import resource, sys, torch
+import sys, torch
 torch.set_num_threads(int(sys.argv[3]))
 from sslspeech.features.extract import extract_features
 extract_features(sys.argv[1], sys.argv[2], quiet=True)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 

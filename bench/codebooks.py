@@ -15,12 +15,11 @@ and whether every argmax unit agrees.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 
 import torch
 
-from inference import median_times  # bench/inference.py: interleaved (wall, CPU) medians
+from extract import report_batched  # bench/extract.py: timing and figures, batched vs not
 
 
 def main() -> None:
@@ -72,39 +71,18 @@ def main() -> None:
 
         return run
 
-    runs = [unbatched, *(batched(b) for b in args.batch_seconds)]
-    medians = median_times(runs, args.repeats, args.warmup)
-    reference = unbatched()
-    common = {
-        "bench": "codebooks",
-        "model": f"spidr_{args.layers}x{args.width}",
-        "layer": args.layers,
-        "utterances": args.utterances,
-        "audio_s": round(audio_s, 2),
-        "lengths_s": [args.min_seconds, args.max_seconds],
-        "device": "cpu",
-        "threads": torch.get_num_threads(),
-        "repeats": args.repeats,
-        "torch": torch.__version__,
+    compare = {
+        "max_abs_diff": lambda outputs, reference: max(
+            (got - want).abs().max().item() for got, want in zip(outputs, reference, strict=True)
+        ),
+        "units_equal": lambda outputs, reference: all(
+            torch.equal(got.argmax(-1), want.argmax(-1))
+            for got, want in zip(outputs, reference, strict=True)
+        ),
     }
-    names = ["unbatched", *(f"batched_{b:g}s" for b in args.batch_seconds)]
-    for index, (name, (wall, cpu)) in enumerate(zip(names, medians, strict=True)):
-        figure = {
-            **common,
-            "setting": name,
-            "median_wall_s": round(wall, 3),
-            "audio_s_per_s": round(audio_s / wall, 2),
-            "audio_s_per_cpu_s": round(audio_s / cpu, 2),
-            "speedup_vs_unbatched": round(medians[0][0] / wall, 3),
-        }
-        if index:
-            outputs = runs[index]()
-            pairs = list(zip(outputs, reference, strict=True))
-            figure["max_abs_diff"] = max((got - want).abs().max().item() for got, want in pairs)
-            figure["units_equal"] = all(
-                torch.equal(got.argmax(-1), want.argmax(-1)) for got, want in pairs
-            )
-        print(json.dumps(figure), flush=True)
+    label = f"spidr_{args.layers}x{args.width}"
+    names = {"bench": "codebooks", "model": label, "layer": args.layers}
+    report_batched(unbatched, batched, args, audio_s, names, compare)
 
 
 if __name__ == "__main__":

@@ -55,13 +55,31 @@ def main() -> None:
 
         return run
 
+    compare = {
+        "max_abs_diff": lambda outputs, reference: max(
+            (got - want).abs().max().item() for got, want in zip(outputs, reference, strict=True)
+        )
+    }
+    names = {"bench": "extract", "model": "hubert_base", "layer": args.layer}
+    report_batched(unbatched, batched, args, audio_s, names, compare)
+
+
+def report_batched(
+    unbatched: Callable[[], list[torch.Tensor]],
+    batched: Callable[[float], Callable[[], list[torch.Tensor]]],
+    args: argparse.Namespace,
+    audio_s: float,
+    names: dict[str, object],
+    compare: dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]], object]],
+) -> None:
+    """Time `unbatched` and `batched(b)` for each `args.batch_seconds` (interleaved medians) and
+    print one JSON line per setting: speeds, and each `compare` figure of a batched run's
+    outputs against the unbatched ones."""
     runs = [unbatched, *(batched(b) for b in args.batch_seconds)]
     medians = median_times(runs, args.repeats, args.warmup)
     reference = unbatched()
     common = {
-        "bench": "extract",
-        "model": "hubert_base",
-        "layer": args.layer,
+        **names,
         "utterances": args.utterances,
         "audio_s": round(audio_s, 2),
         "lengths_s": [args.min_seconds, args.max_seconds],
@@ -70,11 +88,11 @@ def main() -> None:
         "repeats": args.repeats,
         "torch": torch.__version__,
     }
-    names = ["unbatched", *(f"batched_{b:g}s" for b in args.batch_seconds)]
-    for index, (name, (wall, cpu)) in enumerate(zip(names, medians, strict=True)):
+    settings = ["unbatched", *(f"batched_{b:g}s" for b in args.batch_seconds)]
+    for index, (setting, (wall, cpu)) in enumerate(zip(settings, medians, strict=True)):
         figure = {
             **common,
-            "setting": name,
+            "setting": setting,
             "median_wall_s": round(wall, 3),
             "audio_s_per_s": round(audio_s / wall, 2),
             "audio_s_per_cpu_s": round(audio_s / cpu, 2),
@@ -82,10 +100,7 @@ def main() -> None:
         }
         if index:
             outputs = runs[index]()
-            figure["max_abs_diff"] = max(
-                (got - want).abs().max().item()
-                for got, want in zip(outputs, reference, strict=True)
-            )
+            figure.update({name: fn(outputs, reference) for name, fn in compare.items()})
         print(json.dumps(figure), flush=True)
 
 

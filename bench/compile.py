@@ -5,9 +5,13 @@ tiny configs on batches of many padded lengths, eager vs compiled (inductor).
 
 Prints one JSON line per model and mode; steps/s is the median over the steps after the first
 (which compiles), `compile_s` the time of the steps beyond that median (first compile and
-recompilations). `recompiles` counts the frames compiled after the first: padded and unpadded
-batches take two graphs (attention with and without a mask), a batch of one row a third (sizes 0
-and 1 are never traced as symbols). Compiling costs minutes per model on a shared 2-core machine.
+recompilations). `recompiles` counts the frames compiled after the first. HuBERT pads its batches
+(tiny_hubert), DinoSR and SpidR crop them to their shortest row (their configs, as their
+references): padded and unpadded batches take two graphs (attention with and without a mask), a
+batch of one row one more (dynamo never traces a size of 1 as a symbol). On CPU only, inductor
+also splits on whether the first conv's outputs (batch x frames, the longest float sum) exceed
+4096 (`long_sum_batches`): its precise accumulation above that size. Compiling costs minutes per
+model on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -54,11 +58,16 @@ def measure(name: str, manifest: Path, workdir: Path, steps: int, compiled: bool
     if compiled:
         compile_for_training(trainer.model)
     batches = trainer.batches()
+    _, kernel, stride = trainer.config.model.build().extractor_conv_layers[0]
     times, lengths, samples, padded, padded_batches = [], set(), 0, 0, 0
+    single_rows = long_sums = 0
     for _ in range(steps):
         batch = next(batches)
-        lengths.add(batch["waveforms"].shape[1])
+        rows, length = batch["waveforms"].shape
+        lengths.add(length)
         padded_batches += batch["padded"]
+        single_rows += rows == 1
+        long_sums += rows * ((length - kernel) // stride + 1) > 4096
         padded += batch["waveforms"].numel() - int(batch["lengths"].sum())
         samples += batch["waveforms"].numel()
         start = time.perf_counter()
@@ -78,6 +87,8 @@ def measure(name: str, manifest: Path, workdir: Path, steps: int, compiled: bool
                 "distinct_lengths": len(lengths),
                 "padded_batches": padded_batches,
                 "padded_sample_share": round(padded / samples, 4),
+                "single_row_batches": single_rows,
+                "long_sum_batches": long_sums,
                 "graph_breaks": after["graph_breaks"] - before["graph_breaks"],
                 "recompiles": max(0, after["compiled_frames"] - before["compiled_frames"] - 1),
                 "inductor_graphs": after["inductor_graphs"] - before["inductor_graphs"],

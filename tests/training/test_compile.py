@@ -1,9 +1,10 @@
 """Compiled training (`run.compile`, inductor): the training forward and backward of every model
 is one graph pair (no graph break) that serves batches of 11 distinct lengths without a
 recompilation, and its losses equal eager training's. HuBERT's batches are padded (the attention
-mask path), DinoSR's and SpidR's cropped to their shortest row as their base configs do (the
-unmasked, Flash path). A run mixing both takes one graph each, and a batch of one row one more
-(bench/compile.py counts them on the tiny configs' own batches).
+mask path), DinoSR's and SpidR's cropped to their shortest row as their configs do (the
+unmasked, Flash path). A run mixing padded, unpadded and single-row batches takes one graph each:
+2 recompilations, the most a run can have on a GPU; on CPU, float sums crossing 4096 elements
+can add graphs (see `BATCHES`). bench/compile.py counts them on the tiny configs' own batches.
 
 The models are the smallest the configs allow (one transformer layer, two convs, width 16):
 inductor's compile time grows with the number of ops, not with their sizes, and the graph
@@ -38,8 +39,8 @@ SMALLEST: dict[str, Any] = {
 
 MODEL_CHANGES: dict[str, dict[str, Any]] = {
     "hubert": {"model.final_dim": 8},
-    "dinosr": {"model.num_codebooks": 1, "model.pos_conv_depth": 2, "data.batching": "crop"},
-    "spidr": {"model.num_codebooks": 1, "model.pos_conv_depth": 2, "data.batching": "crop"},
+    "dinosr": {"model.num_codebooks": 1, "model.pos_conv_depth": 2},
+    "spidr": {"model.num_codebooks": 1, "model.pos_conv_depth": 2},
 }
 
 BATCHES = [[3300 + 331 * step - 500 * row for row in range(2 + step % 2)] for step in range(11)]
@@ -47,6 +48,16 @@ BATCHES = [[3300 + 331 * step - 500 * row for row in range(2 + step % 2)] for st
 float sum (over the conv outputs, frames, masked frames) stays at most 4096 long: inductor's
 CPU code guards on that size (above it sums take its precise accumulation helper), so a batch
 crossing it compiles once more on CPU."""
+
+MIXED_BATCHES = [
+    *BATCHES[:4],
+    [4100, 4100],
+    [5300],
+    [4700, 4700, 4700],
+    *BATCHES[4:],
+    [6000],
+]
+"""`BATCHES` (padded) with unpadded batches (rows of one length) and single rows, 15 lengths."""
 
 
 def make_trainer(name: str, workdir: Path, manifest: Path, compiled: bool) -> Trainer:
@@ -66,11 +77,12 @@ def make_trainer(name: str, workdir: Path, manifest: Path, compiled: bool) -> Tr
     return Trainer(config, resolve_environment("cpu", {}))
 
 
-def make_batches(trainer: Trainer) -> list[dict[str, Any]]:
-    """`BATCHES` of tone utterances, collated (masks, frame lists) by the trainer's collator."""
+def make_batches(trainer: Trainer, sizes: list[list[int]] = BATCHES) -> list[dict[str, Any]]:
+    """Batches of tone utterances of `sizes` (samples per row), collated (masks, frame lists)
+    by the trainer's collator."""
     rng = np.random.default_rng(0)
     batches = []
-    for step, rows in enumerate(BATCHES):
+    for step, rows in enumerate(sizes):
         items = []
         for row, samples in enumerate(rows):
             waveform, labels = tone_utterance(rng, samples // 320 + 1)
@@ -120,4 +132,27 @@ def test_compiled_training_is_one_graph_for_every_length(
 
     assert counts == {"graph_breaks": 0, "compiled_frames": 1, "inductor_graphs": 2}
     assert np.isfinite(losses).all()
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+
+
+def test_a_compiled_run_mixing_padded_unpadded_and_single_rows_recompiles_twice(
+    tone_manifest: Path, tmp_path: Path
+) -> None:
+    """HuBERT's padded batching, the worst case: padded and unpadded batches take a graph each
+    (attention with and without a mask) and a single row a third (dynamo never traces a size
+    of 1 as a symbol): over 15 lengths, 2 recompilations and no more, losses equal to eager."""
+    eager = make_trainer("hubert", tmp_path / "eager", tone_manifest, compiled=False)
+    batches = make_batches(eager, MIXED_BATCHES)
+    assert len({batch["waveforms"].shape[1] for batch in batches}) == 15
+    assert sum(batch["padded"] for batch in batches) == len(BATCHES)
+    assert sum(len(batch["lengths"]) == 1 for batch in batches) == 2
+    expected = train(eager, batches)
+
+    torch.compiler.reset()
+    before = compile_counts()
+    losses = train(make_trainer("hubert", tmp_path / "compiled", tone_manifest, True), batches)
+    after = compile_counts()
+    counts = {key: after[key] - before[key] for key in after}
+
+    assert counts == {"graph_breaks": 0, "compiled_frames": 3, "inductor_graphs": 6}
     np.testing.assert_allclose(losses, expected, rtol=1e-5)

@@ -1,5 +1,5 @@
 """Host-device synchronizations of the training forward + backward: at most one per micro-batch
-for HuBERT, DinoSR and SpidR on the tiny configs' batches (padded ones included), counted by
+for HuBERT, DinoSR and SpidR on the tiny configs' batches, padded and cropped, counted by
 `SyncCounter` (scalar reads, nonzero, boolean-mask indexing, masked_select, ...)."""
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from tests.training.syncs import SyncCounter
 MAX_SYNCS_PER_MICRO_BATCH = 1
 
 
+@pytest.mark.parametrize("batching", ["pad", "crop"])
 @pytest.mark.parametrize("name", ["hubert", "dinosr", "spidr"])
 def test_training_forward_and_backward_barely_sync(
-    tmp_path: Path, tone_manifest: Path, name: str
+    tmp_path: Path, tone_manifest: Path, name: str, batching: str
 ) -> None:
-    """Four micro-batches (the config's batch settings: padded ones included) each sync at most
-    once; the same model called with a plain bool mask (the checked public path) does sync,
-    so the counter sees what it should."""
+    """Four micro-batches (the config's batch settings, padded to their longest row or cropped
+    to their shortest) each sync at most once; the same model called with a plain bool mask
+    (the checked public path) does sync, so the counter sees what it should."""
     overrides = [
         f"run.workdir={tmp_path}",
         f"data.manifest={tone_manifest}",
+        f"data.batching={batching}",
         "run.validate_every=0",
         "logging.progress=false",
     ]
@@ -44,7 +46,7 @@ def test_training_forward_and_backward_barely_sync(
             loss = trainer.objective(trainer.module, batch)
             loss.total.backward()
         assert counter.total <= MAX_SYNCS_PER_MICRO_BATCH, dict(counter.ops)
-    assert any(padded)
+    assert any(padded) == (batching == "pad")
     args = [batch["waveforms"]] + ([batch["labels"].clamp(min=0)] if name == "hubert" else [])
     with SyncCounter() as counter:
         trainer.module(*args, mask=batch["mask"], lengths=batch["lengths"])

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from extract import report_batched  # bench/extract.py: timing and figures, batched vs not
+from extract import max_abs_diff, report_batched  # bench/extract.py: batched vs not
 
 
 def main() -> None:
@@ -72,9 +72,7 @@ def main() -> None:
         return run
 
     compare = {
-        "max_abs_diff": lambda outputs, reference: max(
-            (got - want).abs().max().item() for got, want in zip(outputs, reference, strict=True)
-        ),
+        "max_abs_diff": max_abs_diff,
         "units_equal": lambda outputs, reference: all(
             torch.equal(got.argmax(-1), want.argmax(-1))
             for got, want in zip(outputs, reference, strict=True)

@@ -55,13 +55,15 @@ def main() -> None:
 
         return run
 
-    compare = {
-        "max_abs_diff": lambda outputs, reference: max(
-            (got - want).abs().max().item() for got, want in zip(outputs, reference, strict=True)
-        )
-    }
     names = {"bench": "extract", "model": "hubert_base", "layer": args.layer}
-    report_batched(unbatched, batched, args, audio_s, names, compare)
+    report_batched(unbatched, batched, args, audio_s, names, {"max_abs_diff": max_abs_diff})
+
+
+def max_abs_diff(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """The largest |difference| between the outputs of a batched run and the unbatched ones."""
+    return max(
+        (got - want).abs().max().item() for got, want in zip(outputs, reference, strict=True)
+    )
 
 
 def report_batched(
